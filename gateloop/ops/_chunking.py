@@ -1,0 +1,40 @@
+"""Helpers shared by the chunked modes: padding to whole chunks and the safe-range threshold."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Largest within-chunk log-decay range for which the factorised form
+# (q ⊙ e^{G_n}) · (k ⊙ e^{-G_m}) is used. e^{-G_m} <= e^T must not overflow even after the
+# key-dim sum (float32: e^60 ~ 1e26, headroom 1e12 below the float32 max); the relative error of
+# the factorised product is ~ 2·T·eps (float32: 7e-6, float64: 1e-13). Chunks beyond it use exact
+# pairwise decays instead.
+_SAFE_RANGE = {torch.float32: 60.0, torch.float64: 500.0}
+
+
+def safe_range(dtype: torch.dtype) -> float:
+    return _SAFE_RANGE[dtype]
+
+
+def pad_time(t: Tensor, pad: int, dim: int = 1) -> Tensor:
+    """Append ``pad`` zeros along ``dim``. Zero log-gates, keys and values are the identity step."""
+    if pad == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = pad
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def to_chunks(t: Tensor, chunk: int) -> Tensor:
+    """(B, L, H, d) -> (B, H, N, c, d) with L padded to N·c (pad = identity steps)."""
+    B, L, H, d = t.shape
+    n_chunks = -(-L // chunk)
+    t = pad_time(t, n_chunks * chunk - L)
+    return t.transpose(1, 2).reshape(B, H, n_chunks, chunk, d)
+
+
+def from_chunks(t: Tensor, length: int) -> Tensor:
+    """(B, H, N, c, d) -> (B, L, H, d), dropping the padding."""
+    B, H, N, c, d = t.shape
+    return t.reshape(B, H, N * c, d)[:, :, :length].transpose(1, 2)

@@ -1,0 +1,106 @@
+"""The public GateLoop operator: one signature, every mode of the paper plus the chunked one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+from gateloop.ops._inputs import validate_sequence_inputs
+from gateloop.ops.attention import gate_loop_attention
+from gateloop.ops.chunked import gate_loop_chunk
+from gateloop.ops.recurrent import gate_loop_recurrent
+from gateloop.ops.scan import gate_loop_scan
+from gateloop.ops.softmax import gate_loop_softmax
+
+Mode = Literal["chunk", "recurrent", "scan", "attention", "softmax"]
+MODES: tuple[str, ...] = ("chunk", "recurrent", "scan", "attention", "softmax")
+
+
+def gate_loop(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor | None = None,
+    *,
+    log_a: Tensor | None = None,
+    mode: Mode = "chunk",
+    scale: float | None = None,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """GateLoop (Katsch 2023): h_n = a_n ⊙ h_{n-1} + k_nᵀ v_n,  y_n = Re(scale · q_n h_n).
+
+    Args:
+        q: r|c(B L H dk) output gates (complex allowed in every mode).
+        k: r|c(B L H dk) input gates.
+        v: r(B L H dv) values.
+        a: r|c(B L H dk) per-key transitions, or r|c(B L H 1) one per head (broadcast over dk).
+            Real means real transitions (negative reals rotate by π). ``a == 0`` is a hard reset.
+        log_a: the complex logarithm of ``a`` instead (real part log|a|, imaginary part the phase;
+            -inf real part means a == 0). Exactly one of ``a`` / ``log_a``. Layers pass ``log_a``:
+            it stays exact where gates saturate. In the log-space modes (chunk, attention, softmax)
+            log|a| is floored at -30 (float32) / -80 (float64), below the dtype's resolution, and
+            gradients w.r.t. an ``a`` below that floor are zero (use ``log_a`` or the recurrent/scan
+            modes for exact gradients at vanishing gates).
+        mode: "chunk" (default, fast, O(L)), "recurrent" (O(L) loop), "scan" (associative scan,
+            O(L log L)), "attention" (surrogate attention, O(L²)), "softmax" (its softmax
+            generalisation, O(L²), no recurrent state).
+        scale: output scale; None means 1.0 (linear modes) or dk ** -0.5 (softmax).
+        initial_state: r|c(B H dk dv) state before the first token, or None (zeros).
+        output_final_state: also return the state after the last token.
+        chunk_size: chunk length for ``mode="chunk"`` (default 32, or 64 for dk = dv = 1).
+
+    Returns:
+        y: r(B L H dv) in v's dtype (float16/bfloat16 inputs are computed in float32),
+        final_state: c(B H dk dv) (complex64, complex128 for float64) or None.
+
+    Example:
+        >>> import torch
+        >>> from gateloop import gate_loop
+        >>> B, L, H, dk, dv = 2, 100, 4, 16, 16
+        >>> q, k = torch.randn(2, B, L, H, dk)
+        >>> v = torch.randn(B, L, H, dv)
+        >>> log_a = torch.complex(torch.nn.functional.logsigmoid(torch.randn(B, L, H, dk)),
+        ...                       torch.randn(B, L, H, dk))
+        >>> y, h = gate_loop(q, k, v, log_a=log_a, output_final_state=True)
+        >>> y.shape, h.shape, h.dtype
+        (torch.Size([2, 100, 4, 16]), torch.Size([2, 4, 16, 16]), torch.complex64)
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    if not isinstance(output_final_state, bool):
+        raise TypeError(f"output_final_state must be a bool, got {output_final_state!r}")
+    if chunk_size is not None:
+        if mode != "chunk":
+            raise ValueError(f"chunk_size applies to mode='chunk' only; got chunk_size={chunk_size} with mode={mode!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if mode == "softmax" and (initial_state is not None or output_final_state):
+        raise ValueError(
+            "mode='softmax' has no recurrent state (the softmax normaliser is not linear): "
+            "initial_state must be None and output_final_state False; use a linear mode for states"
+        )
+    dk = q.shape[-1] if isinstance(q, Tensor) and q.ndim == 4 else 1
+    inputs = validate_sequence_inputs(
+        q, k, v, a, log_a, initial_state, scale, default_scale=dk**-0.5 if mode == "softmax" else None
+    )
+    args = (inputs.q, inputs.k, inputs.v, inputs.transitions)
+    if mode == "softmax":
+        y = gate_loop_softmax(*args, scale=inputs.scale)
+        return y.to(inputs.out_dtype), None
+    common = {
+        "scale": inputs.scale,
+        "initial_state": inputs.initial_state,
+        "output_final_state": output_final_state,
+    }
+    if mode == "chunk":
+        y, final = gate_loop_chunk(*args, **common, chunk_size=chunk_size)
+    elif mode == "recurrent":
+        y, final = gate_loop_recurrent(*args, **common)
+    elif mode == "scan":
+        y, final = gate_loop_scan(*args, **common)
+    else:
+        y, final = gate_loop_attention(*args, **common)
+    return y.to(inputs.out_dtype), final

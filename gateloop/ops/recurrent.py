@@ -1,0 +1,43 @@
+"""Recurrent mode: the O(L) loop of paper eq 7-8 in the compute precision.
+
+One Python step per token on a (B, H, dk, dv) state. Real arithmetic when nothing is complex
+(real q, k, transitions and initial state), complex otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gateloop.ops._inputs import Transitions, complex_dtype_of
+
+
+def gate_loop_recurrent(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    transitions: Transitions,
+    *,
+    scale: float,
+    initial_state: Tensor | None,
+    output_final_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """q, k: r|c(B L H dk); v: r(B L H dv); transitions (B L H dk|1); state c(B H dk dv)."""
+    a = transitions.as_a()  # (B, L, H, dk|1), exact zeros stay zeros
+    B, L, H, dk = q.shape
+    dv = v.shape[-1]
+    real_dtype = v.dtype
+    needs_complex = q.is_complex() or k.is_complex() or a.is_complex() or initial_state is not None
+    state_dtype = complex_dtype_of(real_dtype) if needs_complex else real_dtype
+    h = torch.zeros(B, H, dk, dv, dtype=state_dtype, device=v.device)  # (B, H, dk, dv)
+    if initial_state is not None:
+        h = h + initial_state
+    ys = []
+    for n in range(L):
+        kv = k[:, n, :, :, None] * v[:, n, :, None, :]  # (B, H, dk, dv)
+        h = a[:, n, :, :, None] * h + kv  # (B, H, dk, dv)
+        y = torch.einsum("bhd,bhde->bhe", q[:, n].to(state_dtype), h)  # (B, H, dv)
+        ys.append(y.real if y.is_complex() else y)
+    y = torch.stack(ys, dim=1) * scale  # (B, L, H, dv)
+    final = h.to(complex_dtype_of(real_dtype)) if output_final_state else None
+    return y, final
