@@ -237,7 +237,9 @@ def validate_step_inputs(
     if k.shape != q.shape:
         raise ValueError(f"k must have the shape of q {tuple(q.shape)} = [B, H, dk], got {_describe(k)}")
     if v.shape[:2] != q.shape[:2]:
-        raise ValueError(f"v must have shape [B, H, dv] with B, H = {tuple(q.shape[:2])} as in q, got {_describe(v)}")
+        raise ValueError(
+            f"v must have shape [B, H, dv] with B, H = {tuple(q.shape[:2])} as in q, got {_describe(v)}"
+        )
     _check_devices({"q": q, "k": k, "v": v})
     compute = _compute_dtype(q)
     for name, t in (("k", k), ("v", v)):

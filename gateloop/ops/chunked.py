@@ -6,7 +6,8 @@ state h carried in from the previous chunk (``../shared/NUMERICS.md``):
 
     A_n = q_n e^{iΦ_n},  B_m = k_m e^{-iΦ_m},   q'_n = [Re A_n, -Im A_n],  k'_m = [Re B_m, Im B_m]
     y_n = Σ_{m<=n in chunk} (q'_n ⊙ e^{G_n}) · (k'_m ⊙ e^{-G_m}) v_m  +  (q'_n ⊙ e^{G_n}) S
-    S = [Re h; Im h]  (2dk x dv, real);  at the chunk end  h <- e^{iΦ_T} ⊙ (e^{G_T} S + Σ_m (k'_m e^{G_T - G_m})ᵀ v_m)
+    S = [Re h; Im h]  (2dk x dv, real)
+    at the chunk end:  h <- e^{iΦ_T} ⊙ (e^{G_T} S + Σ_m (k'_m e^{G_T - G_m})ᵀ v_m)
 
 so everything is a real matmul with key dimension 2·dk (dk when q, k and a are all real). Every
 exponent is <= 0 except e^{-G_m} in the diagonal block, which is used only in chunks whose

@@ -74,7 +74,9 @@ def gate_loop(
         raise TypeError(f"output_final_state must be a bool, got {output_final_state!r}")
     if chunk_size is not None:
         if mode != "chunk":
-            raise ValueError(f"chunk_size applies to mode='chunk' only; got chunk_size={chunk_size} with mode={mode!r}")
+            raise ValueError(
+                f"chunk_size applies to mode='chunk' only; got chunk_size={chunk_size} with mode={mode!r}"
+            )
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if mode == "softmax" and (initial_state is not None or output_final_state):

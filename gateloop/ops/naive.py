@@ -1,7 +1,7 @@
 """The float64 loop that *is* the spec (paper eq 7-8). Slow on purpose; the oracle of the tests.
 
-    h_n = a_n ⊙ h_{n-1} + k_nᵀ v_n        (a_n scales the rows of the complex [dk, dv] state)
-    y_n = Re(scale · q_n h_n)
+h_n = a_n ⊙ h_{n-1} + k_nᵀ v_n        (a_n scales the rows of the complex [dk, dv] state)
+y_n = Re(scale · q_n h_n)
 """
 
 from __future__ import annotations

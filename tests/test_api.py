@@ -1,0 +1,169 @@
+"""Public API: dtypes, shapes, defaults and clear errors on bad input."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import gateloop
+from gateloop import gate_loop, gate_loop_step
+
+from helpers import assert_close, make_problem, rel_rms
+
+
+def _qkv(B=2, L=9, H=3, dk=4, dv=5, dtype=torch.float32):
+    q, k = torch.randn(2, B, L, H, dk, dtype=dtype)
+    v = torch.randn(B, L, H, dv, dtype=dtype)
+    return q, k, v
+
+
+def test_public_api() -> None:
+    assert set(gateloop.__all__) >= {"gate_loop", "gate_loop_step"}
+    assert gateloop.MODES == ("chunk", "recurrent", "scan", "attention", "softmax")
+
+
+@pytest.mark.parametrize("mode", ["chunk", "recurrent", "scan", "attention", "softmax"])
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_inputs_compute_in_float32(mode: str, half: torch.dtype) -> None:
+    q, k, v = _qkv()
+    log_a = torch.complex(-torch.rand(2, 9, 3, 4), torch.randn(2, 9, 3, 4))
+    qh, kh, vh = q.to(half), k.to(half), v.to(half)
+    y_half, _ = gate_loop(qh, kh, vh, log_a=log_a, mode=mode)
+    y_ref, _ = gate_loop(qh.float(), kh.float(), vh.float(), log_a=log_a, mode=mode)
+    assert y_half.dtype == half
+    assert rel_rms(y_ref, y_half.float()) < 1e-2  # only the final cast to half rounds
+
+
+def test_final_state_dtype_and_none() -> None:
+    q, k, v = _qkv(dtype=torch.float64)
+    y, h = gate_loop(q, k, v, log_a=-torch.rand(2, 9, 3, 1, dtype=torch.float64))
+    assert h is None and y.dtype == torch.float64
+    _, h = gate_loop(q, k, v, log_a=-torch.rand(2, 9, 3, 1, dtype=torch.float64), output_final_state=True)
+    assert h.dtype == torch.complex128 and h.shape == (2, 3, 4, 5)
+
+
+def test_real_initial_state_accepted() -> None:
+    p = make_problem(B=1, L=20, H=2, dk=3, dv=3, seed=0)
+    h0 = p.h0.real.float()
+    outs = [
+        gate_loop(
+            p.q.float(),
+            p.k.float(),
+            p.v.float(),
+            log_a=p.trans.to(torch.complex64),
+            mode=m,
+            initial_state=h0,
+            output_final_state=True,
+        )
+        for m in ("chunk", "recurrent")
+    ]
+    assert_close("y", outs[1][0], outs[0][0], 1e-5)
+    assert_close("h", outs[1][1], outs[0][1], 1e-5)
+
+
+def test_softmax_default_scale_and_uniform_rows() -> None:
+    """With a = 1 and k = 0 every score is 0, so softmax averages v over the prefix."""
+    q, k, v = _qkv(B=1, L=6, H=1, dk=4, dv=2, dtype=torch.float64)
+    y, _ = gate_loop(
+        q, torch.zeros_like(k), v, log_a=torch.zeros(1, 6, 1, 4, dtype=torch.float64), mode="softmax"
+    )
+    expected = torch.cumsum(v, dim=1) / torch.arange(1, 7, dtype=torch.float64)[None, :, None, None]
+    assert torch.allclose(y, expected)
+    # default scale dk ** -0.5 equals passing it explicitly
+    log_a = -torch.rand(1, 6, 1, 4, dtype=torch.float64)
+    y1, _ = gate_loop(q, k, v, log_a=log_a, mode="softmax")
+    y2, _ = gate_loop(q, k, v, log_a=log_a, mode="softmax", scale=0.5)
+    assert torch.allclose(y1, y2)
+
+
+def test_softmax_matches_direct_formula() -> None:
+    """Eq 22-23 written out with an explicit O(L^2) loop in float64."""
+    p = make_problem(B=1, L=12, H=2, dk=3, dv=2, with_h0=False, seed=4)
+    a = torch.exp(p.trans)
+    y, _ = gate_loop(p.q, p.k, p.v, log_a=p.trans, mode="softmax", scale=0.3)
+    L = p.q.shape[1]
+    expected = torch.zeros_like(y)
+    for h in range(2):
+        for n in range(L):
+            scores = []
+            for m in range(n + 1):
+                decay = torch.prod(a[0, m + 1 : n + 1, h], dim=0) if n > m else torch.ones(3, dtype=a.dtype)
+                scores.append((0.3 * (p.q[0, n, h] * p.k[0, m, h] * decay).sum()).real)
+            w = torch.softmax(torch.stack(scores), dim=0)
+            expected[0, n, h] = (w[:, None] * p.v[0, : n + 1, h]).sum(0)
+    assert_close("softmax", expected, y, 1e-12)
+
+
+def err(match: str):
+    return pytest.raises(
+        (ValueError, TypeError), match=re.escape(match) if not match.startswith("re:") else match[3:]
+    )
+
+
+def test_errors_name_the_argument() -> None:
+    q, k, v = _qkv()
+    la = -torch.rand(2, 9, 3, 4)
+    with err("exactly one of a= or log_a="):
+        gate_loop(q, k, v)
+    with err("exactly one of a= or log_a="):
+        gate_loop(q, k, v, torch.rand(2, 9, 3, 4), log_a=la)
+    with err("mode must be one of"):
+        gate_loop(q, k, v, log_a=la, mode="fft")
+    with err("k must have the shape of q (2, 9, 3, 4)"):
+        gate_loop(q, k[..., :3], v, log_a=la)
+    with err("v must have shape [B, L, H, dv] with B, L, H = (2, 9, 3)"):
+        gate_loop(q, k, v[:, :8], log_a=la)
+    with err("q must have shape [B, L, H, dk] (4 dims), got shape (9, 3, 4)"):
+        gate_loop(q[0], k[0], v[0], log_a=la[0])
+    with err("log_a must have shape [B, L, H, dk] = (2, 9, 3, 4)"):
+        gate_loop(q, k, v, log_a=la[..., :2])
+    with err("a must have shape [B, L, H, dk]"):
+        gate_loop(q, k, v, torch.rand(1, 9, 3, 4))  # no silent broadcast over B
+    with err("initial_state must have shape [B, H, dk, dv] = (2, 3, 4, 5)"):
+        gate_loop(q, k, v, log_a=la, initial_state=torch.zeros(2, 3, 5, 4))
+    with err("mode='softmax' has no recurrent state"):
+        gate_loop(q, k, v, log_a=la, mode="softmax", initial_state=torch.zeros(2, 3, 4, 5))
+    with err("mode='softmax' has no recurrent state"):
+        gate_loop(q, k, v, log_a=la, mode="softmax", output_final_state=True)
+    with err("v must be a real floating-point tensor, got dtype torch.complex64"):
+        gate_loop(q, k, v.to(torch.complex64), log_a=la)
+    with err("q must be a floating-point or complex tensor, got dtype torch.int64"):
+        gate_loop(q.long(), k, v, log_a=la)
+    with err("k has dtype torch.float64 but q has torch.float32"):
+        gate_loop(q, k.double(), v, log_a=la)
+    with err("log_a has dtype torch.float64 but q, k, v compute in torch.float32"):
+        gate_loop(q, k, v, log_a=la.double())
+    with err("chunk_size applies to mode='chunk' only"):
+        gate_loop(q, k, v, log_a=la, mode="scan", chunk_size=8)
+    with err("chunk_size must be a positive int, got 0"):
+        gate_loop(q, k, v, log_a=la, chunk_size=0)
+    with err("scale must be finite"):
+        gate_loop(q, k, v, log_a=la, scale=float("nan"))
+    with err("q has sequence length L = 0"):
+        gate_loop(q[:, :0], k[:, :0], v[:, :0], log_a=la[:, :0])
+    with err("q must be a torch.Tensor, got list"):
+        gate_loop([1.0], k, v, log_a=la)
+
+
+def test_step_errors() -> None:
+    q, k = torch.randn(2, 2, 3, 4)
+    v = torch.randn(2, 3, 5)
+    with err("q must have shape [B, H, dk] (one token, 3 dims)"):
+        gate_loop_step(q[None], k, v, log_a=torch.zeros(2, 3, 4), state=None)
+    with err("state must have shape [B, H, dk, dv] = (2, 3, 4, 5)"):
+        gate_loop_step(q, k, v, log_a=torch.zeros(2, 3, 4), state=torch.zeros(2, 3, 4, 4))
+    with err("log_a must have shape [B, H, dk] = (2, 3, 4)"):
+        gate_loop_step(q, k, v, log_a=torch.zeros(2, 3, 2), state=None)
+
+
+def test_negative_real_a_rotates_by_pi() -> None:
+    p = make_problem(B=1, L=30, H=2, dk=3, dv=2, complex_a=False, use_log=False, seed=8)
+    a = p.trans * torch.where(torch.rand(p.trans.shape) < 0.5, -1.0, 1.0).double()
+    ys = [
+        gate_loop(p.q, p.k, p.v, a, mode=m, initial_state=p.h0)[0]
+        for m in ("recurrent", "chunk", "attention")
+    ]
+    assert_close("chunk", ys[0], ys[1], 1e-10)
+    assert_close("attention", ys[0], ys[2], 1e-10)
