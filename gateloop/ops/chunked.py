@@ -144,15 +144,19 @@ def gate_loop_chunk(
         S = torch.cat([initial_state.real, initial_state.imag], dim=-2)  # (B, H, 2dk, dv)
     else:
         S = initial_state.real  # (B, H, dk, dv); Im h0 only decays, handled at the end
+    # unbind once: indexing [:, :, n] inside the loop would cost a full-size zero fill per
+    # chunk in the backward (O(N²))
+    decays, kvs = chunk_decay.unbind(2), chunk_kv.unbind(2)
+    if doubled:
+        coss, sins = cos_t.unbind(2), sin_t.unbind(2)
     starts = []
     for n in range(N):
         starts.append(S)
-        S = chunk_decay[:, :, n] * S + chunk_kv[:, :, n]  # (B, H, dk', dv)
+        S = decays[n] * S + kvs[n]  # (B, H, dk', dv)
         if doubled:
             re, im = S[..., :dk, :], S[..., dk:, :]
-            S = torch.cat(  # h <- e^{iΦ_T} ⊙ h, row-wise rotation
-                [cos_t[:, :, n] * re - sin_t[:, :, n] * im, sin_t[:, :, n] * re + cos_t[:, :, n] * im], dim=-2
-            )
+            # h <- e^{iΦ_T} ⊙ h, row-wise rotation
+            S = torch.cat([coss[n] * re - sins[n] * im, sins[n] * re + coss[n] * im], dim=-2)
     if initial_state is not None or N > 1:
         y = y + q_dec @ torch.stack(starts, dim=2)  # (B, H, N, c, dv)
     y = from_chunks(y, L) * scale  # (B, L, H, dv)
