@@ -40,15 +40,15 @@ def gate_loop_naive(
     cdtype = torch.complex128
     q, k, a = q.to(cdtype), k.to(cdtype), a.to(cdtype)
     v = v.to(torch.float64)
-    B, L, H, dk = q.shape
+    B, _, H, dk = q.shape
     dv = v.shape[-1]
     h = torch.zeros(B, H, dk, dv, dtype=cdtype, device=q.device)  # (B, H, dk, dv)
     if initial_state is not None:
         h = h + initial_state.to(cdtype)
     ys = []
-    for n in range(L):
-        kv = k[:, n, :, :, None] * v[:, n, :, None, :]  # (B, H, dk, dv)
-        h = a[:, n, :, :, None] * h + kv  # (B, H, dk, dv)
-        y = torch.einsum("bhd,bhde->bhe", q[:, n], h).real * scale  # (B, H, dv)
+    for q_n, k_n, v_n, a_n in zip(q.unbind(1), k.unbind(1), v.unbind(1), a.unbind(1), strict=True):
+        kv = k_n[..., :, None] * v_n[..., None, :]  # (B, H, dk, dv)
+        h = a_n[..., None] * h + kv  # (B, H, dk, dv)
+        y = torch.einsum("bhd,bhde->bhe", q_n, h).real * scale  # (B, H, dv)
         ys.append(y)
     return torch.stack(ys, dim=1), h  # (B, L, H, dv), (B, H, dk, dv)

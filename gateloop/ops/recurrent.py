@@ -24,7 +24,7 @@ def gate_loop_recurrent(
 ) -> tuple[Tensor, Tensor | None]:
     """q, k: r|c(B L H dk); v: r(B L H dv); transitions (B L H dk|1); state c(B H dk dv)."""
     a = transitions.as_a()  # (B, L, H, dk|1), exact zeros stay zeros
-    B, L, H, dk = q.shape
+    B, _, H, dk = q.shape
     dv = v.shape[-1]
     real_dtype = v.dtype
     needs_complex = q.is_complex() or k.is_complex() or a.is_complex() or initial_state is not None
@@ -33,10 +33,13 @@ def gate_loop_recurrent(
     if initial_state is not None:
         h = h + initial_state
     ys = []
-    for n in range(L):
-        kv = k[:, n, :, :, None] * v[:, n, :, None, :]  # (B, H, dk, dv)
-        h = a[:, n, :, :, None] * h + kv  # (B, H, dk, dv)
-        y = torch.einsum("bhd,bhde->bhe", q[:, n].to(state_dtype), h)  # (B, H, dv)
+    # unbind once: indexing [:, n] in the loop would cost a full-size zero fill per step in the
+    # backward (O(L²) memory traffic)
+    steps = zip(q.to(state_dtype).unbind(1), k.unbind(1), v.unbind(1), a.unbind(1), strict=True)
+    for q_n, k_n, v_n, a_n in steps:
+        kv = k_n[..., :, None] * v_n[..., None, :]  # (B, H, dk, dv)
+        h = a_n[..., None] * h + kv  # (B, H, dk, dv)
+        y = torch.einsum("bhd,bhde->bhe", q_n, h)  # (B, H, dv)
         ys.append(y.real if y.is_complex() else y)
     y = torch.stack(ys, dim=1) * scale  # (B, L, H, dv)
     final = h.to(complex_dtype_of(real_dtype)) if output_final_state else None
