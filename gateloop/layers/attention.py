@@ -1,0 +1,118 @@
+"""Causal softmax self-attention with rotary positions and a KV cache (the Transformer baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def rotary(x: Tensor, positions: Tensor, base: float) -> Tensor:
+    """Rotary position embedding (RoFormer), half-split layout. x [B, H, L, d], positions [B, L]."""
+    d = x.shape[-1]
+    inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
+    angles = positions.to(torch.float32)[:, None, :, None] * inv_freq  # (B, 1, L, d/2)
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """x [B, L, d_model] -> y [B, L, d_model] via ``scaled_dot_product_attention``.
+
+    The cache (``state``) holds the rotated keys, values, which cached positions are real tokens,
+    and the next position per row; a step costs O(cached length).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        *,
+        rope_base: float = 10000.0,
+        dropout: float = 0.0,
+        bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model = {d_model} is not divisible by n_head = {n_head}")
+        factory = {"device": device, "dtype": dtype}
+        self.n_head, self.head_dim, self.rope_base, self.dropout = (
+            n_head,
+            d_model // n_head,
+            rope_base,
+            dropout,
+        )
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias, **factory)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        state: dict[str, Tensor] | None = None,
+        return_state: bool = False,
+        attention_mask: Tensor | None = None,
+        document_ids: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        B, L, D = x.shape
+        H, d = self.n_head, self.head_dim
+        q, k, v = self.qkv(x).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
+        valid = (
+            torch.ones(B, L, dtype=torch.bool, device=x.device) if attention_mask is None else attention_mask
+        )
+        if valid.shape != (B, L) or valid.dtype != torch.bool:
+            raise ValueError(
+                f"attention_mask must be bool [B, L] = {(B, L)}, got {tuple(valid.shape)} {valid.dtype}"
+            )
+        if document_ids is not None and state is not None:
+            raise ValueError("document_ids (packed rows) cannot be combined with a KV cache")
+        start = state["next_pos"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
+        if document_ids is not None:
+            new_doc = torch.ones_like(document_ids, dtype=torch.bool)
+            new_doc[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+            idx = torch.arange(L, device=x.device).expand(B, L)
+            doc_start = torch.cummax(torch.where(new_doc, idx, torch.zeros_like(idx)), dim=1).values
+            positions = idx - doc_start  # (B, L): index within the document
+        else:
+            positions = start[:, None] + torch.cumsum(valid.long(), dim=1) - 1  # (B, L): real tokens only
+            positions = positions.clamp_min(0)
+        q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
+        past = 0
+        if state is not None:
+            past = state["k"].shape[2]
+            k = torch.cat([state["k"], k], dim=2)  # (B, H, T, d)
+            v = torch.cat([state["v"], v], dim=2)
+            valid_keys = torch.cat([state["valid"], valid], dim=1)  # (B, T)
+        else:
+            valid_keys = valid
+        T = past + L
+        plain = (
+            attention_mask is None and document_ids is None and (state is None or bool(state["valid"].all()))
+        )
+        dropout = self.dropout if self.training else 0.0
+        if plain and past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            qi = past + torch.arange(L, device=x.device)[:, None]  # absolute query index
+            kj = torch.arange(T, device=x.device)[None, :]
+            allowed = (kj <= qi)[None] & valid_keys[:, None, :]  # (B, L, T)
+            if document_ids is not None:
+                allowed = allowed & (document_ids[:, :, None] == document_ids[:, None, :])
+            # a query always sees itself: a padded query with no visible key would be NaN
+            allowed = allowed | (kj == qi)[None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], dropout_p=dropout)
+        y = self.out_proj(y.transpose(1, 2).reshape(B, L, D))
+        if not return_state:
+            return y
+        new_state: dict[str, Any] = {
+            "k": k,
+            "v": v,
+            "valid": valid_keys,
+            "next_pos": start + valid.long().sum(dim=1),
+        }
+        return y, new_state

@@ -1,0 +1,393 @@
+"""The GateLoop time-mixing layer (paper §4, eq 24) and its fixed-transition special cases."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gateloop.layers.activations import (
+    MAGNITUDE_ACTIVATIONS,
+    PHASE_ACTIVATIONS,
+    TWO_PI,
+    check_activation,
+    inverse_magnitude,
+    inverse_phase,
+    log_magnitude,
+    phase,
+    uniform_ring,
+)
+from gateloop.ops import MODES, gate_loop, gate_loop_step
+
+TRANSITION_INITS = ("uniform", "ring", "s4d_lin", "retnet")
+
+# Attribute set on every parameter that controls the state transitions, so that optimizers can
+# give them their own learning rate and no weight decay (paper Table 4).
+TRANSITION_TAG = "_gateloop_transition"
+
+
+def is_transition_parameter(p: nn.Parameter) -> bool:
+    return bool(getattr(p, TRANSITION_TAG, False))
+
+
+def _tag(p: nn.Parameter) -> nn.Parameter:
+    setattr(p, TRANSITION_TAG, True)
+    return p
+
+
+class GateLoop(nn.Module):
+    """GateLoop time mixing: ``x [B, L, d_model] -> y [B, L, d_model]``.
+
+    q, k, v and the transition pre-activations α, β come from real linear projections of x;
+    ``a = f(α) · exp(i g(β))``, passed to the op as ``log a = log f(α) + i g(β)``; ``y = Re(q h)``
+    per head, then an output projection. ``n_head`` heads split ``d_qk`` and ``d_v`` (totals, as in
+    the paper's Tables 3-4): 64 heads over ``d_qk = d_v = 64`` is the SISO case with 1x1 states.
+
+    Args:
+        d_model: input and output width.
+        d_qk, d_v: total key and value widths (default d_model); divisible by n_head.
+        n_head: number of heads.
+        magnitude_activation: "sigmoid" (paper), "exp_exp" (LRU: exp(-exp(α))), "none" (|a| = 1).
+        phase_activation: "identity" (paper), "exp" (LRU), "none" (real transitions).
+        data_controlled: True (paper): α, β are projections of x. False: one learned α, β per
+            channel, independent of the input (the paper's "fixed" baseline).
+        per_head_transition: one transition per head instead of one per key dim.
+        transition_init: "uniform" (|a| ~ U(magnitude_init), phase ~ U(±phase_init_max)),
+            "ring" (LRU: |a|² uniform in the ring, phase ~ U(0, phase_init_max)), "s4d_lin"
+            (S4D-Lin: a = exp(Δ(-1/2 + iπn)), Δ log-uniform in [1e-3, 1e-1]), "retnet"
+            (γ_h = 1 - 2^(-5-h) per head, θ_n = 10000^(-n/dk) per key dim).
+        magnitude_init, phase_init_max: ranges used by the "uniform" and "ring" inits.
+        trainable_transitions: False freezes fixed transitions (RetNet); only for data_controlled=False.
+        mode, chunk_size: how the op computes (see ``gate_loop``).
+        output_gate: extension, not in the paper: y <- y ⊙ silu(W_g x) before the output projection.
+        group_norm: extension, not in the paper: per-head GroupNorm of y.
+        bias: biases on the q, k, v and output projections (the α, β projections always have one).
+
+    Example:
+        >>> layer = GateLoop(64, n_head=4)
+        >>> layer(torch.randn(2, 100, 64)).shape
+        torch.Size([2, 100, 64])
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_qk: int | None = None,
+        d_v: int | None = None,
+        n_head: int = 1,
+        magnitude_activation: str = "sigmoid",
+        phase_activation: str = "identity",
+        data_controlled: bool = True,
+        per_head_transition: bool = False,
+        transition_init: str = "uniform",
+        magnitude_init: tuple[float, float] = (0.9, 0.999),
+        phase_init_max: float = 0.1 * math.pi,
+        trainable_transitions: bool = True,
+        mode: str = "chunk",
+        chunk_size: int | None = None,
+        output_gate: bool = False,
+        group_norm: bool = False,
+        bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        d_qk = d_model if d_qk is None else d_qk
+        d_v = d_model if d_v is None else d_v
+        for name, value in (("d_model", d_model), ("d_qk", d_qk), ("d_v", d_v), ("n_head", n_head)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, value in (("d_qk", d_qk), ("d_v", d_v)):
+            if value % n_head:
+                raise ValueError(f"{name} = {value} is not divisible by n_head = {n_head}")
+        check_activation("magnitude_activation", magnitude_activation, MAGNITUDE_ACTIVATIONS)
+        check_activation("phase_activation", phase_activation, PHASE_ACTIVATIONS)
+        check_activation("transition_init", transition_init, TRANSITION_INITS)
+        check_activation("mode", mode, tuple(m for m in MODES if m != "softmax"))
+        lo, hi = magnitude_init
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"magnitude_init must satisfy 0 < low <= high < 1, got {magnitude_init}")
+        if not trainable_transitions and data_controlled:
+            raise ValueError("trainable_transitions=False needs data_controlled=False (fixed transitions)")
+        if transition_init == "s4d_lin" and phase_activation not in ("identity", "none"):
+            raise ValueError(
+                f"transition_init='s4d_lin' needs phase_activation 'identity', got {phase_activation!r}"
+            )
+
+        self.d_model, self.d_qk, self.d_v, self.n_head = d_model, d_qk, d_v, n_head
+        self.head_qk, self.head_v = d_qk // n_head, d_v // n_head
+        self.magnitude_activation = magnitude_activation
+        self.phase_activation = phase_activation
+        self.data_controlled = data_controlled
+        self.per_head_transition = per_head_transition
+        self.transition_init = transition_init
+        self.magnitude_init = (float(lo), float(hi))
+        self.phase_init_max = float(phase_init_max)
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self.transition_dim = 1 if per_head_transition else self.head_qk  # transitions per head
+        factory = {"device": device, "dtype": dtype}
+
+        self.q_proj = nn.Linear(d_model, d_qk, bias=bias, **factory)
+        self.k_proj = nn.Linear(d_model, d_qk, bias=bias, **factory)
+        self.v_proj = nn.Linear(d_model, d_v, bias=bias, **factory)
+        self.out_proj = nn.Linear(d_v, d_model, bias=bias, **factory)
+        self.gate_proj = nn.Linear(d_model, d_v, bias=bias, **factory) if output_gate else None
+        self.norm = nn.GroupNorm(n_head, d_v, **factory) if group_norm else None
+
+        n_trans = n_head * self.transition_dim
+        has_alpha = magnitude_activation != "none"
+        has_beta = phase_activation != "none"
+        self.alpha_proj: nn.Linear | None = None
+        self.beta_proj: nn.Linear | None = None
+        self.alpha: nn.Parameter | None = None
+        self.beta: nn.Parameter | None = None
+        if data_controlled:
+            if has_alpha:
+                self.alpha_proj = nn.Linear(d_model, n_trans, bias=True, **factory)
+            if has_beta:
+                self.beta_proj = nn.Linear(d_model, n_trans, bias=True, **factory)
+        else:
+            shape = (n_head, self.transition_dim)
+            if has_alpha:
+                self.alpha = nn.Parameter(torch.empty(shape, **factory), requires_grad=trainable_transitions)
+            if has_beta:
+                self.beta = nn.Parameter(torch.empty(shape, **factory), requires_grad=trainable_transitions)
+        for module in (self.alpha_proj, self.beta_proj):
+            if module is not None:
+                for p in module.parameters():
+                    _tag(p)
+        for p in (self.alpha, self.beta):
+            if p is not None:
+                _tag(p)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ presets (paper §3.1)
+    @classmethod
+    def retnet_like(cls, d_model: int, *, n_head: int, **kwargs: object) -> GateLoop:
+        """RetNet: fixed per-head decay γ_h = 1 - 2^(-5-h) and fixed xPos-style rotation per key
+        dim; q and k stay data-controlled. Transitions are frozen (not trained)."""
+        preset = {
+            "data_controlled": False,
+            "trainable_transitions": False,
+            "transition_init": "retnet",
+            "magnitude_activation": "sigmoid",
+            "phase_activation": "identity",
+        }
+        return cls(d_model, n_head=n_head, **{**preset, **kwargs})  # type: ignore[arg-type]
+
+    @classmethod
+    def lru_like(cls, d_model: int, *, n_head: int, **kwargs: object) -> GateLoop:
+        """LRU: fixed (input-independent, trained) complex transitions a = exp(-exp(ν) + i exp(θ))
+        with the ring initialisation |a| in [0.9, 0.999], phase in [0, 2π]."""
+        preset = {
+            "data_controlled": False,
+            "transition_init": "ring",
+            "magnitude_activation": "exp_exp",
+            "phase_activation": "exp",
+            "magnitude_init": (0.9, 0.999),
+            "phase_init_max": TWO_PI,
+        }
+        return cls(d_model, n_head=n_head, **{**preset, **kwargs})  # type: ignore[arg-type]
+
+    @classmethod
+    def s4d_like(cls, d_model: int, *, n_head: int, **kwargs: object) -> GateLoop:
+        """S4D-Lin: fixed (trained) diagonal transitions a_n = exp(Δ(-1/2 + iπn)) (ZOH of the
+        S4D-Lin eigenvalues), Δ log-uniform in [1e-3, 1e-1]."""
+        preset = {
+            "data_controlled": False,
+            "transition_init": "s4d_lin",
+            "magnitude_activation": "exp_exp",
+            "phase_activation": "identity",
+        }
+        return cls(d_model, n_head=n_head, **{**preset, **kwargs})  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ init
+    def _target_transitions(self) -> tuple[Tensor, Tensor]:
+        """Initial (|a|, phase), float64, shape (n_head, transition_dim), per ``transition_init``."""
+        H, d = self.n_head, self.transition_dim
+        lo, hi = self.magnitude_init
+        if self.transition_init == "uniform":
+            magnitude = lo + (hi - lo) * torch.rand(H, d, dtype=torch.float64)
+            theta = self.phase_init_max * (2 * torch.rand(H, d, dtype=torch.float64) - 1)
+        elif self.transition_init == "ring":
+            magnitude = uniform_ring(H * d, lo, hi).view(H, d)
+            theta = self.phase_init_max * torch.rand(H, d, dtype=torch.float64)
+        elif self.transition_init == "s4d_lin":
+            # Δ log-uniform in [1e-3, 1e-1] per head (S4D's default dt range)
+            log_dt = math.log(1e-3) + (math.log(1e-1) - math.log(1e-3)) * torch.rand(
+                H, 1, dtype=torch.float64
+            )
+            dt = torch.exp(log_dt)
+            n = torch.arange(d, dtype=torch.float64)[None, :]
+            magnitude = torch.exp(-0.5 * dt).expand(H, d)
+            theta = math.pi * n * dt  # (H, d)
+        else:  # retnet
+            # log1p keeps 1 - 2^(-5-h) exact for many heads, where it rounds to 1.0 in float32
+            magnitude = torch.exp(torch.log1p(-(2.0 ** (-5.0 - torch.arange(H, dtype=torch.float64)))))
+            magnitude = magnitude[:, None].expand(H, d)
+            theta = (10000.0 ** (-torch.arange(d, dtype=torch.float64) / d))[None, :].expand(H, d)
+        if self.phase_activation == "exp":
+            # exp(β) > 0: fold the sampled phases into (0, max]; the sign of a rotation is arbitrary
+            theta = theta.abs().clamp_min(1e-4)
+        return magnitude, theta
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise every weight; each choice is explained inline."""
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.gate_proj):
+            if proj is None:
+                continue
+            # PyTorch's default Linear init (Kaiming-uniform, fan-in): unit-variance inputs give
+            # O(1) q, k, v; the paper states no init of its own
+            proj.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
+        magnitude, theta = self._target_transitions()
+        alpha = inverse_magnitude(magnitude, self.magnitude_activation) if self._has_alpha else None
+        beta = inverse_phase(theta, self.phase_activation) if self._has_beta else None
+        for proj, target in ((self.alpha_proj, alpha), (self.beta_proj, beta)):
+            if proj is None or target is None:
+                continue
+            # weights 1/10 of the default: the gates start close to the biases' target
+            # transitions and data control grows as training needs it
+            nn.init.uniform_(proj.weight, -0.1 / math.sqrt(self.d_model), 0.1 / math.sqrt(self.d_model))
+            # the bias sets the initial transitions: |a| in magnitude_init (a memory of 10 to 1000
+            # tokens) instead of σ(0) = 0.5 (a memory of about one token)
+            proj.bias.copy_(target.reshape(-1).to(proj.bias.dtype))
+        for param, target in ((self.alpha, alpha), (self.beta, beta)):
+            if param is not None and target is not None:
+                # fixed transitions start at the preset's targets (ring, S4D-Lin, RetNet, uniform)
+                param.copy_(target.to(param.dtype))
+
+    @property
+    def _has_alpha(self) -> bool:
+        return self.magnitude_activation != "none"
+
+    @property
+    def _has_beta(self) -> bool:
+        return self.phase_activation != "none"
+
+    # ------------------------------------------------------------------ forward
+    def transitions(self, x: Tensor) -> Tensor:
+        """log a for input x [B, L, d_model] (or [B, d_model]): r|c(B L H d) in float32 or better.
+
+        Complex when the phase activation is not "none"; d = 1 per head or d_qk / n_head per key.
+        """
+        lead = x.shape[:-1]
+        shape = (*lead, self.n_head, self.transition_dim)
+        # why the cast: the activations run in float32 at least, so that bf16 activations do not
+        # round gates near |a| = 1 to exactly 1
+        work = torch.promote_types(x.dtype, torch.float32)
+        log_mag = x.new_zeros(shape, dtype=work)
+        if self._has_alpha:
+            if self.alpha_proj is not None:
+                alpha = self.alpha_proj(x).to(work).view(shape)
+            else:
+                assert self.alpha is not None
+                alpha = self.alpha.to(work).expand(shape)
+            log_mag = log_magnitude(alpha, self.magnitude_activation)
+        if not self._has_beta:
+            return log_mag
+        if self.beta_proj is not None:
+            beta = self.beta_proj(x).to(work).view(shape)
+        else:
+            assert self.beta is not None
+            beta = self.beta.to(work).expand(shape)
+        return torch.complex(log_mag, phase(beta, self.phase_activation))
+
+    def _check_input(self, x: Tensor, ndim: int) -> None:
+        layout = "[B, L, d_model]" if ndim == 3 else "[B, d_model]"
+        if not isinstance(x, Tensor) or x.ndim != ndim or x.shape[-1] != self.d_model:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape {layout} with d_model = {self.d_model}, got {got}")
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        state: Tensor | None = None,
+        return_state: bool = False,
+        attention_mask: Tensor | None = None,
+        document_ids: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x [B, L, d_model] -> y [B, L, d_model] (and the final state c(B H dk dv) when asked).
+
+        state: the state after a previous segment (continues it). attention_mask: bool [B, L],
+        False marks padding: a padded step is the identity on the state (a = 1, kᵀv = 0).
+        document_ids: int [B, L]; the state restarts (a = 0) wherever the id changes.
+        """
+        self._check_input(x, 3)
+        B, L, _ = x.shape
+        if L == 1 and attention_mask is None:
+            y, new_state = self.step(x[:, 0], state)
+            return (y[:, None], new_state) if return_state else y[:, None]
+        H = self.n_head
+        q = self.q_proj(x).view(B, L, H, self.head_qk)  # (B, L, H, dk)
+        k = self.k_proj(x).view(B, L, H, self.head_qk)  # (B, L, H, dk)
+        v = self.v_proj(x).view(B, L, H, self.head_v)  # (B, L, H, dv)
+        log_a = self.transitions(x)  # (B, L, H, d)
+        if attention_mask is not None:
+            mask = _check_mask(attention_mask, "attention_mask", (B, L), torch.bool)[:, :, None, None]
+            log_a = torch.where(mask, log_a, torch.zeros((), dtype=log_a.dtype, device=x.device))  # a = 1
+            k = torch.where(mask, k, torch.zeros((), dtype=k.dtype, device=x.device))  # kᵀv = 0
+        if document_ids is not None:
+            ids = _check_mask(document_ids, "document_ids", (B, L), None)
+            starts = torch.zeros_like(ids, dtype=torch.bool)
+            starts[:, 1:] = ids[:, 1:] != ids[:, :-1]  # (B, L): first token of a new document
+            reset = torch.full((), -math.inf, dtype=log_a.real.dtype, device=x.device)
+            log_mag = torch.where(starts[:, :, None, None], reset, log_a.real)  # a = 0: restart
+            log_a = torch.complex(log_mag, log_a.imag) if log_a.is_complex() else log_mag
+        y, final = gate_loop(
+            q,
+            k,
+            v,
+            log_a=log_a,
+            mode=self.mode,  # type: ignore[arg-type]
+            initial_state=state,
+            output_final_state=return_state,
+            chunk_size=self.chunk_size if self.mode == "chunk" else None,
+        )
+        out = self._output(y.reshape(B, L, self.d_v), x)
+        return (out, final) if return_state else out  # type: ignore[return-value]
+
+    def step(self, x: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One token: x [B, d_model], state c(B H dk dv) or None -> (y [B, d_model], new state)."""
+        self._check_input(x, 2)
+        B = x.shape[0]
+        H = self.n_head
+        q = self.q_proj(x).view(B, H, self.head_qk)
+        k = self.k_proj(x).view(B, H, self.head_qk)
+        v = self.v_proj(x).view(B, H, self.head_v)
+        y, new_state = gate_loop_step(q, k, v, log_a=self.transitions(x), state=state)
+        return self._output(y.reshape(B, self.d_v), x), new_state
+
+    def _output(self, y: Tensor, x: Tensor) -> Tensor:
+        """Optional group norm and output gate (extensions), then the output projection."""
+        if self.norm is not None:
+            y = self.norm(y.reshape(-1, self.d_v)).view_as(y)
+        if self.gate_proj is not None:
+            y = y * F.silu(self.gate_proj(x))
+        return self.out_proj(y)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_qk={self.d_qk}, d_v={self.d_v}, n_head={self.n_head}, "
+            f"magnitude={self.magnitude_activation}, phase={self.phase_activation}, "
+            f"data_controlled={self.data_controlled}, per_head_transition={self.per_head_transition}, "
+            f"init={self.transition_init}, mode={self.mode}"
+        )
+
+
+def _check_mask(t: object, name: str, shape: tuple[int, int], dtype: torch.dtype | None) -> Tensor:
+    if not isinstance(t, Tensor) or tuple(t.shape) != shape:
+        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"{name} must have shape [B, L] = {shape}, got {got}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
+    if dtype is None and (t.is_floating_point() or t.is_complex()):
+        raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+    return t

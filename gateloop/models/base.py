@@ -1,0 +1,271 @@
+"""What every model of the harness shares: block, embedding and head, generation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gateloop.layers.feed_forward import FeedForward
+from gateloop.models.config import ModelConfig
+from gateloop.models.generation import sample_next_token
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class Block(nn.Module):
+    """Time mixing + channel mixing (FFN), each with a skip connection and a LayerNorm.
+
+    pre-norm:  x = x + mix(norm1(x));  x = x + ffn(norm2(x))
+    post-norm: x = norm1(x + mix(x));  x = norm2(x + ffn(x))
+    """
+
+    def __init__(
+        self,
+        time_mixing: nn.Module,
+        config: ModelConfig,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.pre_norm = config.norm_position == "pre"
+        self.norm1 = nn.LayerNorm(config.d_model, **factory)
+        self.time_mixing = time_mixing
+        self.norm2 = nn.LayerNorm(config.d_model, **factory)
+        self.channel_mixing = FeedForward(
+            config.d_model,
+            config.d_channel_mixing,
+            activation=config.ffn_activation,
+            dropout=config.dropout,
+            **factory,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, *, state: Any = None, return_state: bool = False, **masks: Any) -> Any:
+        h = self.norm1(x) if self.pre_norm else x
+        mixed = self.time_mixing(h, state=state, return_state=return_state, **masks)
+        mixed, new_state = mixed if return_state else (mixed, None)
+        x = x + self.dropout(mixed)
+        if not self.pre_norm:
+            x = self.norm1(x)
+        x = x + self.channel_mixing(self.norm2(x) if self.pre_norm else x)
+        if not self.pre_norm:
+            x = self.norm2(x)
+        return (x, new_state) if return_state else x
+
+
+class CausalModel(nn.Module):
+    """Token embedding -> blocks -> final norm -> head, with generation and checkpoints.
+
+    Subclasses build ``self.blocks`` (each a ``Block``) from their config.
+    """
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        factory = {"device": device, "dtype": dtype}
+        self.embed = nn.Embedding(config.vocab_size, config.d_model, **factory)
+        self.blocks = nn.ModuleList()
+        # pre-norm needs a final norm before the head; post-norm blocks already end normalised
+        self.final_norm = (
+            nn.LayerNorm(config.d_model, **factory) if config.norm_position == "pre" else nn.Identity()
+        )
+        # a tied head reuses embed.weight in forward (no second tensor, nothing shared to save)
+        self.head = (
+            None
+            if config.tie_embeddings
+            else nn.Linear(config.d_model, config.head_vocab_size, bias=False, **factory)
+        )
+
+    def _init_embeddings(self) -> None:
+        with torch.no_grad():
+            # N(0, 0.02) as GPT-2: unit-scale embeddings would swamp the residual stream at init
+            nn.init.normal_(self.embed.weight, std=0.02)
+            if self.head is not None:
+                nn.init.normal_(self.head.weight, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+    def _check_ids(self, input_ids: Tensor) -> None:
+        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
+            got = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+            raise ValueError(f"input_ids must have shape [B, L], got {got}")
+        if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+        if input_ids.numel() == 0:
+            raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)})")
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            vocab = self.config.vocab_size
+            raise ValueError(
+                f"input_ids must lie in [0, vocab_size = {vocab}), got values in [{low}, {high}]"
+            )
+
+    def hidden_states(
+        self, input_ids: Tensor, *, state: list[Any] | None = None, return_state: bool = False, **masks: Any
+    ) -> tuple[Tensor, list[Any] | None]:
+        """input_ids [B, L] -> final hidden states [B, L, d_model] (and per-layer states)."""
+        self._check_ids(input_ids)
+        if state is not None and len(state) != len(self.blocks):
+            raise ValueError(f"state must hold one entry per layer ({len(self.blocks)}), got {len(state)}")
+        x = self.embed(input_ids)  # (B, L, d_model)
+        new_state: list[Any] = []
+        for i, block in enumerate(self.blocks):
+            layer_state = None if state is None else state[i]
+            out = block(x, state=layer_state, return_state=return_state, **masks)
+            if return_state:
+                x, s = out
+                new_state.append(s)
+            else:
+                x = out
+        return self.final_norm(x), (new_state if return_state else None)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        if self.head is None:
+            return F.linear(hidden, self.embed.weight)  # tied head
+        return self.head(hidden)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        state: list[Any] | None = None,
+        return_state: bool = False,
+        attention_mask: Tensor | None = None,
+        document_ids: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, list[Any]]:
+        """input_ids [B, L] -> logits [B, L, head vocab] (and the new per-layer state when asked).
+
+        state: continue from a previous call's state (a cache for generation).
+        attention_mask: bool [B, L], False on padding. document_ids: int [B, L] for packed rows.
+        """
+        masks = {
+            k: v
+            for k, v in (("attention_mask", attention_mask), ("document_ids", document_ids))
+            if v is not None
+        }
+        hidden, new_state = self.hidden_states(input_ids, state=state, return_state=return_state, **masks)
+        logits = self.logits(hidden)
+        return (logits, new_state) if return_state else logits  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Prefill the prompt once, then one cached step per new token (greedy at temperature 0).
+
+        Returns [B, L + max_new_tokens]; after ``eos_token_id`` a row keeps emitting it.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if self.config.head_vocab_size != self.config.vocab_size:
+            raise ValueError(
+                "generate() needs an LM head over the input vocabulary (output_vocab_size is set)"
+            )
+        masks = {} if attention_mask is None else {"attention_mask": attention_mask}
+        logits, state = self(input_ids, state=None, return_state=True, **masks)
+        tokens = [input_ids]
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i in range(max_new_tokens):
+            next_token = sample_next_token(
+                logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            )  # (B,)
+            if eos_token_id is not None:
+                next_token = torch.where(finished, torch.full_like(next_token, eos_token_id), next_token)
+                finished |= next_token == eos_token_id
+            tokens.append(next_token[:, None])
+            if i + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+                break
+            logits, state = self(next_token[:, None], state=state, return_state=True)
+        out = torch.cat(tokens, dim=1)
+        if out.shape[1] < input_ids.shape[1] + max_new_tokens:  # all rows hit eos early
+            pad = torch.full(
+                (out.shape[0], input_ids.shape[1] + max_new_tokens - out.shape[1]),
+                eos_token_id if eos_token_id is not None else 0,
+                dtype=out.dtype,
+                device=out.device,
+            )
+            out = torch.cat([out, pad], dim=1)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def num_parameters(self, *, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (no pickle) into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory / CONFIG_NAME)
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
+        save_file(
+            tensors,
+            str(directory / WEIGHTS_NAME),
+            metadata={"format": "pt", "model_type": self.config.model_type},
+        )
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> CausalModel:
+        """Load a model saved by ``save_pretrained``; a config/weights mismatch names the tensor."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(
+                    f"{directory / name} not found: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
+                )
+        config = cls.config_class.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        model = cls(config, device=device, dtype=dtype)
+        weights = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(weights))
+        unexpected = sorted(set(weights) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: "
+                f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+            )
+        for name in expected:  # model order: the first mismatching layer is reported
+            tensor = weights[name]
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ValueError(
+                    f"tensor {name!r} in {WEIGHTS_NAME} has shape {tuple(tensor.shape)} but the config "
+                    f"gives {tuple(expected[name].shape)}"
+                )
+        model.load_state_dict(weights)
+        return model

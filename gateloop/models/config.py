@@ -1,0 +1,256 @@
+"""Dataclass configs for the GateLoop LM and the Transformer baseline, with the paper's presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from gateloop.layers.activations import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
+from gateloop.layers.feed_forward import FFN_ACTIVATIONS
+from gateloop.layers.gate_loop_layer import TRANSITION_INITS
+
+C = TypeVar("C", bound="ModelConfig")
+
+NORM_POSITIONS = ("pre", "post")
+
+
+@dataclass
+class ModelConfig:
+    """Fields shared by every model of the harness (embedding, blocks, head)."""
+
+    model_type: ClassVar[str] = "base"
+
+    vocab_size: int = 50257
+    # None: the head predicts the input vocabulary (an LM). Set it for a tagger whose output
+    # vocabulary differs from the input one (Memory Horizon: 6 input ids, 50 output classes).
+    output_vocab_size: int | None = None
+    d_model: int = 624
+    n_layer: int = 12
+    d_channel_mixing: int = 1872
+    # "pre" (default: stable without warm-up tricks) or "post" (Vaswani et al.); the paper only
+    # says "skip connections and layer normalization"
+    norm_position: str = "pre"
+    ffn_activation: str = "gelu"
+    dropout: float = 0.0
+    # tied input embedding and LM head; off for the paper's 125M count (untied head)
+    tie_embeddings: bool = False
+
+    @property
+    def head_vocab_size(self) -> int:
+        return self.vocab_size if self.output_vocab_size is None else self.output_vocab_size
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layer", "d_channel_mixing"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.output_vocab_size is not None and self.output_vocab_size < 1:
+            raise ValueError(
+                f"output_vocab_size must be a positive int or None, got {self.output_vocab_size!r}"
+            )
+        if self.norm_position not in NORM_POSITIONS:
+            raise ValueError(f"norm_position must be one of {NORM_POSITIONS}; got {self.norm_position!r}")
+        if self.ffn_activation not in FFN_ACTIVATIONS:
+            raise ValueError(f"ffn_activation must be one of {FFN_ACTIVATIONS}; got {self.ffn_activation!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.tie_embeddings and self.head_vocab_size != self.vocab_size:
+            raise ValueError(
+                f"tie_embeddings=True needs output_vocab_size == vocab_size, got {self.output_vocab_size} "
+                f"vs {self.vocab_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        data = dict(data)
+        model_type = data.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"config is for model_type {model_type!r}, not {cls.model_type!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+        for f in dataclasses.fields(cls):  # JSON turns tuples into lists
+            if f.name in data and isinstance(data[f.name], list):
+                data[f.name] = tuple(data[f.name])
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass
+class GateLoopConfig(ModelConfig):
+    """A GateLoop LM (paper App. C). Defaults are the WikiText-103 model of Table 4."""
+
+    model_type: ClassVar[str] = "gateloop"
+
+    d_qk: int | None = None  # total key width over all heads; None: d_model
+    d_v: int | None = None  # total value width over all heads; None: d_model
+    n_head: int = 624
+    magnitude_activation: str = "sigmoid"
+    phase_activation: str = "identity"
+    data_controlled: bool = True
+    per_head_transition: bool = False
+    transition_init: str = "uniform"
+    # initial |a| range: memories of ~10 to ~1000 tokens (the paper states no init)
+    magnitude_init: tuple[float, float] = (0.9, 0.999)
+    # initial phases in ±π/10: slow rotations, so early training is close to a real decay
+    phase_init_max: float = field(default=0.1 * math.pi)
+    trainable_transitions: bool = True
+    mode: str = "chunk"
+    chunk_size: int | None = None
+    output_gate: bool = False  # extension, off in the paper's runs
+    group_norm: bool = False  # extension, off in the paper's runs
+    bias: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        d_qk = self.d_qk or self.d_model
+        d_v = self.d_v or self.d_model
+        if not isinstance(self.n_head, int) or self.n_head < 1:
+            raise ValueError(f"n_head must be a positive int, got {self.n_head!r}")
+        for name, value in (("d_qk", d_qk), ("d_v", d_v)):
+            if value % self.n_head:
+                raise ValueError(f"{name} = {value} is not divisible by n_head = {self.n_head}")
+        checks = (
+            ("magnitude_activation", self.magnitude_activation, MAGNITUDE_ACTIVATIONS),
+            ("phase_activation", self.phase_activation, PHASE_ACTIVATIONS),
+            ("transition_init", self.transition_init, TRANSITION_INITS),
+            ("mode", self.mode, ("chunk", "recurrent", "scan", "attention")),
+        )
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+    def layer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``gateloop.layers.GateLoop`` for one time-mixing layer."""
+        return {
+            "d_qk": self.d_qk,
+            "d_v": self.d_v,
+            "n_head": self.n_head,
+            "magnitude_activation": self.magnitude_activation,
+            "phase_activation": self.phase_activation,
+            "data_controlled": self.data_controlled,
+            "per_head_transition": self.per_head_transition,
+            "transition_init": self.transition_init,
+            "magnitude_init": tuple(self.magnitude_init),
+            "phase_init_max": self.phase_init_max,
+            "trainable_transitions": self.trainable_transitions,
+            "mode": self.mode,
+            "chunk_size": self.chunk_size,
+            "output_gate": self.output_gate,
+            "group_norm": self.group_norm,
+            "bias": self.bias,
+        }
+
+    # ---------------------------------------------------------------- presets
+    @classmethod
+    def memory_horizon(cls, **overrides: Any) -> GateLoopConfig:
+        """Paper Table 3: 4 layers, d_model 64, FFN 128, d_qk = d_v = 64 over 64 heads (SISO);
+        6 input ids (numbers 0-4 and the reset token), 50 output classes."""
+        base = {
+            "vocab_size": 6,
+            "output_vocab_size": 50,
+            "d_model": 64,
+            "n_layer": 4,
+            "d_channel_mixing": 128,
+            "d_qk": 64,
+            "d_v": 64,
+            "n_head": 64,
+        }
+        return _build(cls, base, overrides)
+
+    @classmethod
+    def wikitext103_125m(cls, **overrides: Any) -> GateLoopConfig:
+        """Paper Table 4: 12 layers, d_model 624, FFN 1872, 624 SISO heads, GPT-2 vocabulary,
+        untied head (~119M parameters; the paper reports 125M)."""
+        base = {
+            "vocab_size": 50257,
+            "d_model": 624,
+            "n_layer": 12,
+            "d_channel_mixing": 1872,
+            "d_qk": 624,
+            "d_v": 624,
+            "n_head": 624,
+        }
+        return _build(cls, base, overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> GateLoopConfig:
+        """A few-thousand-parameter model for tests: 2 layers, d_model 32, 4 heads of 8x8 states."""
+        base = {"vocab_size": 97, "d_model": 32, "n_layer": 2, "d_channel_mixing": 64, "n_head": 4}
+        return _build(cls, base, overrides)
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    """The causal softmax-attention baseline (same embedding, FFN and norms as GateLoop)."""
+
+    model_type: ClassVar[str] = "transformer"
+
+    n_head: int = 12
+    # rotary position embedding base (RoFormer); rotary needs no maximum length
+    rope_base: float = 10000.0
+    bias: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.n_head, int) or self.n_head < 1 or self.d_model % self.n_head:
+            raise ValueError(f"d_model = {self.d_model} is not divisible by n_head = {self.n_head}")
+        if (self.d_model // self.n_head) % 2:
+            raise ValueError(f"rotary embeddings need an even head dim, got {self.d_model // self.n_head}")
+
+    @classmethod
+    def wikitext103_125m(cls, **overrides: Any) -> TransformerConfig:
+        """GPT-2 small sized (the paper's 125M Transformer): 12 layers, d_model 768, 12 heads,
+        FFN 3072, tied embeddings."""
+        base = {
+            "vocab_size": 50257,
+            "d_model": 768,
+            "n_layer": 12,
+            "d_channel_mixing": 3072,
+            "n_head": 12,
+            "tie_embeddings": True,
+        }
+        return _build(cls, base, overrides)
+
+    @classmethod
+    def memory_horizon(cls, **overrides: Any) -> TransformerConfig:
+        base = {
+            "vocab_size": 6,
+            "output_vocab_size": 50,
+            "d_model": 64,
+            "n_layer": 4,
+            "d_channel_mixing": 128,
+            "n_head": 4,
+        }
+        return _build(cls, base, overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> TransformerConfig:
+        base = {"vocab_size": 97, "d_model": 32, "n_layer": 2, "d_channel_mixing": 64, "n_head": 4}
+        return _build(cls, base, overrides)
+
+
+def _build(cls: type[C], base: dict[str, Any], overrides: dict[str, Any]) -> C:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+    config = cls(**{**base, **overrides})
+    config.validate()
+    return config

@@ -1,0 +1,198 @@
+"""The GateLoop time-mixing layer: parametrisation, presets, masks, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gateloop import gate_loop
+from gateloop.layers import GateLoop, is_transition_parameter
+
+from helpers import assert_close
+
+
+def _layer(**kw) -> GateLoop:
+    torch.manual_seed(0)
+    return GateLoop(16, n_head=2, **kw).double()
+
+
+def test_shapes_and_heads() -> None:
+    layer = GateLoop(64, n_head=64)  # the paper's SISO layer: 64 heads of 1x1 states
+    assert layer.head_qk == 1 and layer.head_v == 1
+    assert layer(torch.randn(2, 33, 64)).shape == (2, 33, 64)
+    layer = GateLoop(32, d_qk=16, d_v=48, n_head=4)
+    assert layer(torch.randn(3, 5, 32)).shape == (3, 5, 32)
+
+
+def test_forward_is_the_op_on_the_projections() -> None:
+    """y = W_o Re(q h) with log a = logσ(W_α x + b_α) + i (W_β x + b_β), per key dim."""
+    layer = _layer()
+    x = torch.randn(2, 21, 16, dtype=torch.float64)
+    B, L, H, dk = 2, 21, 2, 8
+    q = layer.q_proj(x).view(B, L, H, dk)
+    k = layer.k_proj(x).view(B, L, H, dk)
+    v = layer.v_proj(x).view(B, L, H, dk)
+    alpha = layer.alpha_proj(x).view(B, L, H, dk)
+    beta = layer.beta_proj(x).view(B, L, H, dk)
+    a = torch.sigmoid(alpha) * torch.exp(1j * beta)
+    y, _ = gate_loop(q, k, v, a, mode="recurrent")
+    expected = layer.out_proj(y.reshape(B, L, 16))
+    assert_close("layer", expected, layer(x), 1e-10)
+
+
+@pytest.mark.parametrize("mode", ["chunk", "recurrent", "scan", "attention"])
+def test_modes_agree(mode: str) -> None:
+    layer = _layer()
+    x = torch.randn(2, 40, 16, dtype=torch.float64)
+    ref = layer(x)
+    layer.mode = mode
+    assert_close(mode, ref, layer(x), 1e-10)
+
+
+def test_saturated_gates_stay_finite() -> None:
+    """α -> -200 (|a| = e^-200, log(sigmoid) would be -inf in float32): output and grads finite."""
+    layer = GateLoop(16, n_head=2)
+    with torch.no_grad():
+        layer.alpha_proj.bias.fill_(-200.0)
+    x = torch.randn(2, 70, 16, requires_grad=True)
+    y = layer(x)
+    y.square().sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+
+
+def test_initial_magnitudes_follow_magnitude_init() -> None:
+    layer = GateLoop(32, n_head=4, magnitude_init=(0.95, 0.99))
+    with torch.no_grad():
+        layer.alpha_proj.weight.zero_()
+        mags = torch.exp(layer.transitions(torch.randn(1, 3, 32)).real)
+    assert mags.min() >= 0.95 - 1e-6 and mags.max() <= 0.99 + 1e-6
+
+
+def test_data_controlled_false_is_input_independent() -> None:
+    layer = GateLoop(16, n_head=2, data_controlled=False)
+    t1 = layer.transitions(torch.randn(2, 9, 16))
+    t2 = layer.transitions(torch.randn(2, 9, 16))
+    assert torch.equal(t1, t2)
+    assert t1.shape == (2, 9, 2, 8)
+    assert layer.alpha_proj is None and layer.alpha is not None
+
+
+def test_data_controlled_true_depends_on_input() -> None:
+    layer = GateLoop(16, n_head=2)
+    assert not torch.allclose(
+        layer.transitions(torch.randn(1, 4, 16)), layer.transitions(torch.randn(1, 4, 16))
+    )
+
+
+def test_phase_none_is_real() -> None:
+    layer = GateLoop(16, n_head=2, phase_activation="none")
+    assert not layer.transitions(torch.randn(1, 4, 16)).is_complex()
+    assert layer.beta_proj is None
+
+
+def test_magnitude_none_never_forgets() -> None:
+    layer = GateLoop(16, n_head=2, magnitude_activation="none", phase_activation="none")
+    assert torch.equal(layer.transitions(torch.randn(1, 4, 16)), torch.zeros(1, 4, 2, 8))
+
+
+def test_lru_activation_and_ring_init() -> None:
+    layer = GateLoop.lru_like(32, n_head=4)
+    log_a = layer.transitions(torch.randn(1, 2, 32))
+    mags = torch.exp(log_a.real)
+    assert mags.min() >= 0.9 - 1e-6 and mags.max() <= 0.999 + 1e-6
+    assert (log_a.imag > 0).all() and (log_a.imag <= 2 * math.pi + 1e-5).all()
+    assert layer.alpha.requires_grad  # LRU trains its fixed transitions
+
+
+def test_s4d_lin_init() -> None:
+    layer = GateLoop.s4d_like(32, n_head=4)  # dk = 8
+    log_a = layer.transitions(torch.randn(1, 1, 32))[0, 0].to(torch.complex128)  # (H, dk)
+    dt = -2 * log_a.real  # log|a| = -Δ/2
+    assert torch.allclose(dt, dt[:, :1].expand_as(dt), rtol=1e-5)  # one Δ per head
+    assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()
+    expected_phase = math.pi * torch.arange(8, dtype=torch.float64) * dt[:, :1]
+    assert torch.allclose(log_a.imag, expected_phase, rtol=1e-4, atol=1e-6)
+
+
+def test_retnet_like_is_fixed_and_frozen() -> None:
+    layer = GateLoop.retnet_like(32, n_head=4)
+    log_a = layer.transitions(torch.randn(1, 1, 32))[0, 0].to(torch.complex128)  # (H, dk)
+    gamma = torch.exp(log_a.real[:, 0])
+    expected = 1 - 2.0 ** (-5 - torch.arange(4, dtype=torch.float64))
+    assert torch.allclose(gamma, expected, rtol=1e-6)
+    assert not layer.alpha.requires_grad and not layer.beta.requires_grad
+    assert layer.q_proj.weight.requires_grad  # q, k stay data-controlled
+
+
+def test_transition_parameters_are_tagged() -> None:
+    layer = GateLoop(16, n_head=2)
+    tagged = {n for n, p in layer.named_parameters() if is_transition_parameter(p)}
+    assert tagged == {"alpha_proj.weight", "alpha_proj.bias", "beta_proj.weight", "beta_proj.bias"}
+    fixed = GateLoop(16, n_head=2, data_controlled=False)
+    assert {n for n, p in fixed.named_parameters() if is_transition_parameter(p)} == {"alpha", "beta"}
+
+
+def test_extensions_output_gate_and_group_norm() -> None:
+    layer = GateLoop(16, n_head=2, output_gate=True, group_norm=True)
+    assert layer(torch.randn(2, 7, 16)).shape == (2, 7, 16)
+
+
+def test_step_matches_forward() -> None:
+    layer = _layer(per_head_transition=True)
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    full, h_full = layer(x, return_state=True)
+    state = None
+    outs = []
+    for t in range(12):
+        y, state = layer.step(x[:, t], state)
+        outs.append(y)
+    assert_close("steps", full, torch.stack(outs, 1), 1e-10)
+    assert_close("state", h_full, state, 1e-10)
+
+
+def test_padding_is_identity_on_state() -> None:
+    layer = _layer()
+    x = torch.randn(1, 10, 16, dtype=torch.float64)
+    pad = torch.randn(1, 4, 16, dtype=torch.float64)
+    alone, h_alone = layer(x, return_state=True)
+    left = torch.cat([pad, x], 1)
+    mask = torch.tensor([[False] * 4 + [True] * 10])
+    y_left, h_left = layer(left, attention_mask=mask, return_state=True)
+    assert_close("left", alone, y_left[:, 4:], 1e-10)
+    assert_close("left state", h_alone, h_left, 1e-10)
+    right = torch.cat([x, pad], 1)
+    y_right, h_right = layer(right, attention_mask=mask.flip(1), return_state=True)
+    assert_close("right", alone, y_right[:, :10], 1e-10)
+    assert_close("right state", h_alone, h_right, 1e-10)  # pads after the sequence change nothing
+
+
+def test_document_ids_restart_the_state() -> None:
+    layer = _layer()
+    a, b = torch.randn(1, 6, 16, dtype=torch.float64), torch.randn(1, 9, 16, dtype=torch.float64)
+    packed = torch.cat([a, b], 1)
+    ids = torch.tensor([[0] * 6 + [1] * 9])
+    y, h = layer(packed, document_ids=ids, return_state=True)
+    y_b, h_b = layer(b, return_state=True)
+    assert_close("doc a", layer(a), y[:, :6], 1e-10)
+    assert_close("doc b", y_b, y[:, 6:], 1e-10)
+    assert_close("state", h_b, h, 1e-10)
+
+
+def test_layer_errors() -> None:
+    with pytest.raises(ValueError, match=r"d_qk = 30 is not divisible by n_head = 4"):
+        GateLoop(32, d_qk=30, n_head=4)
+    with pytest.raises(ValueError, match="magnitude_activation must be one of"):
+        GateLoop(16, magnitude_activation="tanh")
+    with pytest.raises(ValueError, match="phase_activation must be one of"):
+        GateLoop(16, phase_activation="sin")
+    with pytest.raises(ValueError, match="x must have shape \\[B, L, d_model\\] with d_model = 16"):
+        GateLoop(16)(torch.randn(2, 3, 8))
+    with pytest.raises(ValueError, match="attention_mask must have shape \\[B, L\\] = \\(2, 3\\)"):
+        GateLoop(16)(torch.randn(2, 3, 16), attention_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"attention_mask must have dtype torch\.bool"):
+        GateLoop(16)(torch.randn(2, 3, 16), attention_mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="trainable_transitions=False needs data_controlled=False"):
+        GateLoop(16, trainable_transitions=False)
