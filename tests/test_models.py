@@ -222,3 +222,22 @@ def test_fixed_variant_and_real_variant() -> None:
     assert not real.blocks[0].time_mixing.transitions(torch.randn(1, 3, 32)).is_complex()
     _, state = real(torch.randint(0, 97, (1, 5)), return_state=True)
     assert torch.all(state[0].imag == 0)
+
+
+@pytest.mark.parametrize(("model_cls", "config_cls"), MODELS)
+def test_wikitext_preset_layers_run(model_cls, config_cls) -> None:
+    """The 125M presets' real layer shapes (624 SISO heads / 12 attention heads), one layer."""
+    config = config_cls.wikitext103_125m(n_layer=1, vocab_size=1000)
+    model = model_cls(config)
+    logits = model(torch.randint(0, 1000, (1, 70)))
+    assert logits.shape == (1, 70, 1000) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(("model_cls", "config_cls"), MODELS)
+def test_bfloat16_model(model_cls, config_cls) -> None:
+    model = _model(model_cls, config_cls, dtype=torch.bfloat16)
+    ids = torch.randint(0, 97, (2, 40))
+    logits, _ = model(ids, return_state=True)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    reference = _model(model_cls, config_cls, dtype=torch.float32)(ids)
+    assert (logits.float() - reference).abs().max() < 0.1 * reference.abs().max()

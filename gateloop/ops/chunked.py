@@ -24,7 +24,10 @@ from gateloop.ops._chunking import from_chunks, safe_range, to_chunks
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 from gateloop.ops.chunked_siso import gate_loop_chunk_siso
 
-DEFAULT_CHUNK_SIZE = 32
+# measured with benchmarks/chunk_size.py (M1 fwd+bwd, three runs): c=16 643-708 ms; 32, 64 and 128 within
+# run-to-run noise (411-762 ms), 64 fastest in two of three; smaller chunks also fall back to the exact
+# pairwise path less often, larger ones halve the carried-state loop
+DEFAULT_CHUNK_SIZE = 64
 
 
 def _realify(q: Tensor, k: Tensor, phase_cum: Tensor | None) -> tuple[Tensor, Tensor, bool]:

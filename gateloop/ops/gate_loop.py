@@ -50,7 +50,7 @@ def gate_loop(
         scale: output scale; None means 1.0 (linear modes) or dk ** -0.5 (softmax).
         initial_state: r|c(B H dk dv) state before the first token, or None (zeros).
         output_final_state: also return the state after the last token.
-        chunk_size: chunk length for ``mode="chunk"`` (default 32, or 64 for dk = dv = 1).
+        chunk_size: chunk length for ``mode="chunk"`` (default 64, measured in benchmarks/chunk_size.py).
 
     Returns:
         y: r(B L H dv) in v's dtype (float16/bfloat16 inputs are computed in float32),

@@ -1,0 +1,1 @@
+"""Datasets: the Memory Horizon task (paper Appendix A)."""
