@@ -1,0 +1,18 @@
+"""Shared training code: optimizer groups, schedule, metrics, checkpoints and the trainer loop."""
+
+from gateloop.training.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+from gateloop.training.metrics import MetricsLogger
+from gateloop.training.optim import build_optimizer, build_scheduler, parameter_groups
+from gateloop.training.trainer import TrainConfig, Trainer
+
+__all__ = [
+    "MetricsLogger",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "checkpoint_dirs",
+    "load_checkpoint",
+    "parameter_groups",
+    "save_checkpoint",
+]
