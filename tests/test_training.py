@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -47,7 +48,7 @@ def test_warmup_then_cosine() -> None:
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up
     assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)  # cosine midpoint
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
 def test_metrics_logger_truncate(tmp_path) -> None:

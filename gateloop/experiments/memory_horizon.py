@@ -306,9 +306,11 @@ def run_experiment(
         f"# Memory Horizon, preset `{preset_name}`",
         "",
         f"L = {config.seq_len}, {config.num_train} training / {config.num_test} test samples, "
-        f"{config.epochs} epochs, batch {config.batch_size}, lr {config.lr}, warm-up {config.warmup_steps} steps.",
+        f"{config.epochs} epochs, batch {config.batch_size}, lr {config.lr}, "
+        f"warm-up {config.warmup_steps} steps.",
         "",
-        "| state transitions | paper test accuracy | our test accuracy | ours, excluding resets | test loss | steps | wall time |",
+        "| state transitions | paper test accuracy | our test accuracy | ours, excluding resets | test loss "
+        "| steps | wall time |",
         "|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
