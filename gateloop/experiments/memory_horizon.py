@@ -337,7 +337,6 @@ def run_experiment(
     for name in ("results.md", "results.json", *[p.name for p in figures.values()]):
         print(f"  {out_dir.resolve() / name}")
     for v in VARIANTS:
-        print(
-            f"  {(out_dir / v).resolve()}/ (config.json, metrics.jsonl, metrics.csv, eval.json, checkpoints/, final/)"
-        )
+        contents = "config.json, metrics.jsonl, metrics.csv, eval.json, checkpoints/, final/"
+        print(f"  {(out_dir / v).resolve()}/ ({contents})")
     return results
