@@ -140,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
         print(f"wrote {out.resolve()}")
     elif args.command == "eval":
-        run_config = json.loads((args.run / "config.json").read_text())
+        config_path = args.run / "config.json"
+        if not config_path.is_file():
+            raise SystemExit(f"{config_path} not found: --run must be a run directory of `gateloop train`")
+        run_config = json.loads(config_path.read_text())
+        if "memory_horizon" not in run_config:
+            raise SystemExit(f"{config_path} is not a Memory Horizon run (no 'memory_horizon' section)")
         config = mh.MemoryHorizonConfig.from_dict(run_config["memory_horizon"])
         model_dir = args.run / "final"
         if not model_dir.is_dir():

@@ -167,6 +167,37 @@ def _check_precision(name: str, t: Tensor, compute: torch.dtype) -> None:
         )
 
 
+def _check_qkv(q: object, k: object, v: object, lead: str) -> tuple[Tensor, Tensor, Tensor, torch.dtype]:
+    """Types, ranks, shapes, devices and precisions of q, k, v; ``lead`` is "B, L, H" or "B, H".
+
+    Returns the tensors and the compute dtype.
+    """
+    q, k, v = _check_tensor("q", q), _check_tensor("k", k), _check_tensor("v", v)
+    ndim = lead.count(",") + 2
+    what = "one token, " if ndim == 3 else ""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.ndim != ndim:
+            dims = "dv" if name == "v" else "dk"
+            expected = f"[{lead}, {dims}] ({what}{ndim} dims)"
+            raise ValueError(f"{name} must have shape {expected}, got {_describe(t)}")
+    _check_float_or_complex("q", q, allow_complex=True)
+    _check_float_or_complex("k", k, allow_complex=True)
+    _check_float_or_complex("v", v, allow_complex=False)
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)} = [{lead}, dk], got {_describe(k)}")
+    if v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(
+            f"v must have shape [{lead}, dv] with {lead} = {tuple(q.shape[:-1])} as in q, got {_describe(v)}"
+        )
+    _check_devices({"q": q, "k": k, "v": v})
+    for name, t in (("k", k), ("v", v)):
+        if real_dtype_of(t.dtype) != real_dtype_of(q.dtype):
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but q has {q.dtype}; q, k and v must share one precision"
+            )
+    return q, k, v, _compute_dtype(q)
+
+
 def validate_sequence_inputs(
     q: object,
     k: object,
@@ -179,32 +210,10 @@ def validate_sequence_inputs(
     default_scale: float | None,
 ) -> OpInputs:
     """Check shapes/dtypes of a full-sequence call and cast to the compute precision."""
-    q = _check_tensor("q", q)
-    k = _check_tensor("k", k)
-    v = _check_tensor("v", v)
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 4:
-            dims = "dv" if name == "v" else "dk"
-            raise ValueError(f"{name} must have shape [B, L, H, {dims}] (4 dims), got {_describe(t)}")
-    _check_float_or_complex("q", q, allow_complex=True)
-    _check_float_or_complex("k", k, allow_complex=True)
-    _check_float_or_complex("v", v, allow_complex=False)
+    q, k, v, compute = _check_qkv(q, k, v, "B, L, H")
     B, L, H, dk = q.shape
     if L < 1:
         raise ValueError(f"q has sequence length L = 0 (shape {tuple(q.shape)}); L must be >= 1")
-    if k.shape != q.shape:
-        raise ValueError(f"k must have the shape of q {tuple(q.shape)} = [B, L, H, dk], got {_describe(k)}")
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(
-            f"v must have shape [B, L, H, dv] with B, L, H = {tuple(q.shape[:3])} as in q, got {_describe(v)}"
-        )
-    _check_devices({"q": q, "k": k, "v": v})
-    compute = _compute_dtype(q)
-    for name, t in (("k", k), ("v", v)):
-        if real_dtype_of(t.dtype) != real_dtype_of(q.dtype):
-            raise TypeError(
-                f"{name} has dtype {t.dtype} but q has {q.dtype}; q, k and v must share one precision"
-            )
     transitions = _validate_transitions(a, log_a, (B, L, H), dk, q.device, compute, "[B, L, H, dk]")
     state = _validate_state(initial_state, "initial_state", (B, H, dk, v.shape[-1]), q.device, compute)
     return OpInputs(
@@ -223,30 +232,8 @@ def validate_step_inputs(
     q: object, k: object, v: object, a: object, log_a: object, state: object, scale: object
 ) -> OpInputs:
     """Check shapes/dtypes of a single-token call (``[B, H, d]`` tensors)."""
-    q = _check_tensor("q", q)
-    k = _check_tensor("k", k)
-    v = _check_tensor("v", v)
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 3:
-            dims = "dv" if name == "v" else "dk"
-            raise ValueError(f"{name} must have shape [B, H, {dims}] (one token, 3 dims), got {_describe(t)}")
-    _check_float_or_complex("q", q, allow_complex=True)
-    _check_float_or_complex("k", k, allow_complex=True)
-    _check_float_or_complex("v", v, allow_complex=False)
+    q, k, v, compute = _check_qkv(q, k, v, "B, H")
     B, H, dk = q.shape
-    if k.shape != q.shape:
-        raise ValueError(f"k must have the shape of q {tuple(q.shape)} = [B, H, dk], got {_describe(k)}")
-    if v.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            f"v must have shape [B, H, dv] with B, H = {tuple(q.shape[:2])} as in q, got {_describe(v)}"
-        )
-    _check_devices({"q": q, "k": k, "v": v})
-    compute = _compute_dtype(q)
-    for name, t in (("k", k), ("v", v)):
-        if real_dtype_of(t.dtype) != real_dtype_of(q.dtype):
-            raise TypeError(
-                f"{name} has dtype {t.dtype} but q has {q.dtype}; q, k and v must share one precision"
-            )
     transitions = _validate_transitions(a, log_a, (B, H), dk, q.device, compute, "[B, H, dk]")
     checked_state = _validate_state(state, "state", (B, H, dk, v.shape[-1]), q.device, compute)
     return OpInputs(
