@@ -50,7 +50,8 @@ def plot_transition_magnitudes(
     with reset positions marked. ``magnitudes``: one [L, channels] tensor per layer."""
     plt = _pyplot()
     n = len(magnitudes)
-    fig, axes = plt.subplots(n + 1, 1, figsize=(12, 1.6 * n + 2.4), sharex=True)
+    # constrained layout keeps the heat maps and the mean plot on one x axis beside the colour bar
+    fig, axes = plt.subplots(n + 1, 1, figsize=(12, 1.6 * n + 2.4), sharex=True, layout="constrained")
     L = magnitudes[0].shape[0]
     for i, (ax, mag) in enumerate(zip(axes[:-1], magnitudes, strict=True)):
         im = ax.imshow(
@@ -63,10 +64,10 @@ def plot_transition_magnitudes(
     axes[-1].plot(range(L), mean.numpy(), color="black", lw=1)
     for r in resets:
         axes[-1].axvline(r, color="red", lw=0.8, ls="--", label="reset token" if r == resets[0] else None)
-    axes[-1].set(xlabel="position", ylabel="mean |a|", ylim=(0, 1.02))
+    axes[-1].set(xlabel="position", ylabel="mean |a|", ylim=(0, 1.02), xlim=(-0.5, L - 0.5))
     if resets:
         axes[-1].legend(loc="lower right")
-    fig.colorbar(im, ax=axes[:-1].tolist(), label="|a|", fraction=0.02)
+    fig.colorbar(im, ax=axes.tolist(), label="|a|", fraction=0.02)
     fig.suptitle(title or "State-transition magnitudes |a| on a test sample (resets dashed)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
