@@ -1,0 +1,165 @@
+"""Language-model training, evaluation protocol, sampling and 2-process DDP (gloo)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gateloop.cli import main
+from gateloop.data.prepare import TokenDataset, prepare
+from gateloop.experiments import language_model as lm
+from gateloop.models import GateLoopConfig, GateLoopLM
+
+SOTU = Path(__file__).parent / "data" / "sotu"
+TOY = {
+    "d_model": 32,
+    "n_layer": 2,
+    "n_head": 4,
+    "d_channel_mixing": 64,
+    "seq_len": 32,
+    "batch_size": 4,
+    "max_steps": 6,
+    "eval_every": 3,
+    "eval_tokens": 400,
+    "warmup_steps": 2,
+    "checkpoint_every": 3,
+}
+TOY_FLAGS = [
+    *("--d-model", "32", "--n-layer", "2", "--n-head", "4", "--d-channel-mixing", "64", "--seq-len", "32"),
+    *(
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "100",
+        "--eval-tokens",
+        "400",
+        "--warmup-steps",
+        "1",
+        "--no-progress",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def byte_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "sotu-bytes"
+    prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("model", lm.MODELS)
+def test_train_each_model(tmp_path, byte_data, model: str) -> None:
+    config = lm.preset("cpu", model=model, **TOY)
+    result = lm.train(config, byte_data, tmp_path / model, progress=False)
+    assert result["steps"] == 6 and np.isfinite(result["val_loss"])
+    rows = [json.loads(x) for x in (tmp_path / model / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_perplexity" in r] == [3, 6]
+    assert (tmp_path / model / "final" / "model.safetensors").is_file()
+    if model == "gateloop-fixed":
+        layer = GateLoopLM.from_pretrained(tmp_path / model / "final").blocks[0].time_mixing
+        assert not layer.data_controlled
+
+
+def test_loss_decreases(tmp_path, byte_data) -> None:
+    config = lm.preset("cpu", **{**TOY, "max_steps": 40, "eval_every": 40, "lr": 3e-3})
+    lm.train(config, byte_data, tmp_path / "run", progress=False)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(x)]  # fmt: skip
+    assert losses[-1] < losses[0] - 1.0  # from ~ln(257) = 5.5 towards byte-level English
+
+
+def test_resume_with_changed_config_is_refused(tmp_path, byte_data) -> None:
+    lm.train(lm.preset("cpu", **TOY), byte_data, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"different config .*lm\.lr: 0\.002 -> 0\.001"):
+        lm.train(
+            lm.preset("cpu", **{**TOY, "lr": 1e-3}), byte_data, tmp_path / "run", resume=True, progress=False
+        )
+    lm.train(
+        lm.preset("cpu", **{**TOY, "max_steps": 8}), byte_data, tmp_path / "run", resume=True, progress=False
+    )
+
+
+def test_seq_len_beyond_the_data(tmp_path, byte_data) -> None:
+    with pytest.raises(
+        ValueError, match=r"seq_len 20000 is beyond the data: split 'val' .* has only \d+ tokens"
+    ):
+        lm.train(lm.preset("cpu", **{**TOY, "seq_len": 20_000}), byte_data, tmp_path / "run", progress=False)
+
+
+def test_batches_are_a_function_of_step_and_split_by_rank(byte_data) -> None:
+    tokens = TokenDataset(byte_data)["train"]
+    config = lm.preset("cpu", **TOY)
+    whole = lm.make_batch_fn(config, tokens, rank=0, world_size=1, device=torch.device("cpu"))
+    doubled = lm.LMConfig(**{**config.__dict__, "batch_size": 2})
+    halves = [
+        lm.make_batch_fn(doubled, tokens, rank=r, world_size=2, device=torch.device("cpu")) for r in (0, 1)
+    ]
+    assert torch.equal(whole(5, 0), whole(5, 0)) and not torch.equal(whole(5, 0), whole(6, 0))
+    assert torch.equal(whole(5, 0), torch.cat([h(5, 0) for h in halves]))
+    assert whole(0, 0).shape == (4, 33)
+
+
+def test_document_ids() -> None:
+    ids = lm.document_ids(torch.tensor([[5, 6, 0, 7, 0, 0, 8]]), eot_id=0)
+    assert ids.tolist() == [[0, 0, 0, 1, 1, 2, 3]]
+
+
+def test_perplexity_protocol() -> None:
+    """A model with all-zero logits has perplexity = vocab size; every target is scored once."""
+    model = GateLoopLM(GateLoopConfig.tiny(vocab_size=50))
+    torch.nn.init.zeros_(model.head.weight)
+    tokens = np.random.default_rng(0).integers(0, 50, 1000).astype(np.uint16)
+    full = lm.evaluate_perplexity(model, tokens, seq_len=64)
+    sliding = lm.evaluate_perplexity(model, tokens, seq_len=64, stride=16)
+    assert full["tokens"] == sliding["tokens"] == 999
+    assert full["perplexity"] == pytest.approx(50.0, rel=1e-4)
+    assert lm.evaluate_perplexity(model, tokens, seq_len=64, max_tokens=100)["tokens"] == 100
+    with pytest.raises(ValueError, match="stride must be in"):
+        lm.evaluate_perplexity(model, tokens, seq_len=64, stride=65)
+
+
+def test_cli_train_eval_sample(tmp_path, byte_data, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(byte_data), "--out", str(run), *TOY_FLAGS]) == 0
+    assert main(["eval", "lm", "--run", str(run), "--split", "val", "--stride", "16"]) == 0
+    assert "windows of 32 tokens sliding by 16" in capsys.readouterr().out
+    assert json.loads((run / "eval_val.json").read_text())["perplexity"] > 1
+    assert main(["sample", "--run", str(run), "--prompt", "Fellow", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.startswith("Fellow")
+
+
+def test_tokenizer_mismatch_is_named(tmp_path, byte_data) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(byte_data, data)
+    run = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(data), "--out", str(run), *TOY_FLAGS]) == 0
+    prepare("text", data, path=SOTU, tokenizer_name="bpe", vocab_size=300, workers=1, progress=False)
+    with pytest.raises(ValueError, match="tokenizer mismatch: the run was trained with"):
+        lm.load_run(run)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path, byte_data) -> None:
+    """torchrun with 2 gloo processes (batch 2 each) = one process with batch 4: same loss, same weights."""
+    common = ["train", "lm", "--data", str(byte_data), *TOY_FLAGS]
+    assert main([*common, "--batch-size", "4", "--out", str(tmp_path / "one")]) == 0
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd = [*torchrun, "-m", "gateloop", *common, "--batch-size", "2", "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        for d in ("one", "two")
+    )
+    assert one[0]["loss"] == pytest.approx(two[0]["loss"], rel=1e-6)
+    wa, wb = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("one", "two"))
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-4), name
