@@ -195,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     mh_exp.add_argument("--resume", action="store_true", help="continue interrupted runs")
     mh_exp.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     add_config_flags(mh_exp, MemoryHorizonConfig, exclude=("variant",))
+    lm_exp = exp_tasks.add_parser(
+        "lm",
+        help="train GateLoop, fixed-transition GateLoop and the Transformer on the same tokens; compare",
+        description="Same tokens, same steps, parameter counts matched (the Transformer's and the fixed "
+        "variant's FFN make up for GateLoop's transition projections); test perplexity beside the paper's "
+        "Table 1 and a unigram baseline; results.md, results.json and validation_loss.png.",
+    )
+    lm_exp.add_argument("--preset", choices=LM_PRESETS, default="cpu", help="base settings (default: cpu)")
+    lm_exp.add_argument("--data", type=Path, required=True, help="dataset directory (gateloop data prepare)")
+    lm_exp.add_argument("--out", type=Path, default=None, help="output directory (default: runs/lm-PRESET)")
+    lm_exp.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    lm_exp.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    add_config_flags(lm_exp, LMConfig, exclude=("model",))
     return parser
 
 
@@ -292,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         (args.run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
         print(f"evaluated {model_dir}; wrote {(args.run / 'eval.json').resolve()}")
+    elif args.task == "lm":
+        from gateloop.experiments import language_model as lm
+
+        out = args.out or Path("runs") / f"lm-{args.preset}"
+        lm.run_experiment(
+            args.preset, args.data, out, resume=args.resume, progress=not args.no_progress,
+            overrides=collect_overrides(args),
+        )  # fmt: skip
     else:
         out = args.out or Path("runs") / f"memory-horizon-{args.preset}"
         mh.run_experiment(

@@ -107,3 +107,26 @@ def plot_accuracy_by_span(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_validation_curves(
+    runs: dict[str, list[dict[str, Any]]], tokens_per_step: dict[str, int], path: str | Path
+) -> Path:
+    """Validation loss against training tokens, one line per model."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, rows in runs.items():
+        evals = [r for r in rows if "val_loss" in r]
+        ax.plot(
+            [r["step"] * tokens_per_step[label] for r in evals],
+            [r["val_loss"] for r in evals],
+            "o-",
+            label=label,
+        )
+    ax.set(xlabel="training tokens", ylabel="validation loss (nats/token)", title="Validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

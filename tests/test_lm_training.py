@@ -163,3 +163,29 @@ def test_ddp_two_processes_match_one(tmp_path, byte_data) -> None:
     wa, wb = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("one", "two"))
     for name in wa:
         assert torch.allclose(wa[name], wb[name], atol=1e-4), name
+
+
+@pytest.mark.parametrize("vocab", [257, 8192, 50257])
+@pytest.mark.parametrize("preset", ["cpu", "wikitext103_125m"])
+def test_matched_parameter_counts(preset: str, vocab: int) -> None:
+    base = lm.preset(preset)
+    with torch.device("meta"):
+        counts = {m: lm.build_model(lm.matched_config(base, m), vocab).num_parameters() for m in lm.MODELS}
+    assert max(counts.values()) <= 1.05 * min(counts.values()), counts
+
+
+def test_unigram_perplexity() -> None:
+    tokens = np.array([0, 1, 1, 1], dtype=np.uint16)
+    # add-one counts over vocab 2: p(0) = 2/6, p(1) = 4/6; the test targets are tokens[1:] = 1, 1, 1
+    assert lm.unigram_perplexity(tokens, tokens, 2) == pytest.approx(1.5)
+
+
+def test_experiment_lm_writes_table_and_plot(tmp_path, byte_data, capsys) -> None:
+    flags = [f for f in TOY_FLAGS]
+    assert main(["experiment", "lm", "--data", str(byte_data), "--out", str(tmp_path / "exp"), *flags]) == 0
+    table = (tmp_path / "exp" / "results.md").read_text()
+    assert "| gateloop |" in table and "13.4 (paper)" in table and "18.6 (paper)" in table
+    assert "Unigram baseline" in table
+    assert (tmp_path / "exp" / "validation_loss.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert set(summary["results"]) == set(lm.MODELS)

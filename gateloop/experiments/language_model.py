@@ -101,6 +101,12 @@ class LMConfig:
         return config
 
 
+def attention_heads(d_model: int) -> int:
+    """Head count for the Transformer: head dims even and as close to 64 as d_model allows."""
+    options = [h for h in range(1, d_model + 1) if d_model % h == 0 and (d_model // h) % 2 == 0]
+    return min(options, key=lambda h: (abs(d_model // h - 64), h))
+
+
 def preset(name: str, **overrides: Any) -> LMConfig:
     """``wikitext103_125m``: paper Table 4. ``cpu``: a few-M-parameter model for 2 CPU cores."""
     if name == "wikitext103_125m":
@@ -128,7 +134,7 @@ def preset(name: str, **overrides: Any) -> LMConfig:
         raise ValueError(f"unknown preset {name!r}; choose 'wikitext103_125m' or 'cpu'")
     config = LMConfig(**{**base, **overrides})
     if config.model == "transformer" and "n_head" not in overrides:
-        config.n_head = max(1, config.d_model // 64)  # 64-dim attention heads
+        config.n_head = attention_heads(config.d_model)
     config.validate()
     return config
 
@@ -324,3 +330,95 @@ def load_run(run_dir: str | Path) -> tuple[LMConfig, TokenDataset, CausalModel]:
             f"the dataset's tokenizer has {dataset.vocab_size}"
         )
     return config, dataset, model
+
+
+PAPER_TABLE_1 = {"transformer": 18.6, "gateloop": 13.4}  # WikiText-103 test perplexity, 125M models
+
+
+def matched_config(config: LMConfig, model: str) -> LMConfig:
+    """``config`` for ``model`` with the parameter count matched to GateLoop's.
+
+    A GateLoop layer has 6·d² time-mixing weights (q, k, v, α, β, out), attention 4·d² (q, k, v,
+    out); the Transformer gets ``d_channel_mixing + d_model`` FFN units, which adds the missing
+    2·d² per layer; the fixed variant drops the α, β projections (2·d² per layer) for one α, β per
+    channel and gets the same FFN compensation.
+    """
+    extra = config.d_model if model in ("transformer", "gateloop-fixed") else 0
+    fields = {**config.__dict__, "model": model, "d_channel_mixing": config.d_channel_mixing + extra}
+    if model == "transformer":
+        fields["n_head"] = attention_heads(config.d_model)
+    matched = LMConfig(**fields)
+    matched.validate()
+    return matched
+
+
+def unigram_perplexity(train: np.ndarray, test: np.ndarray, vocab_size: int) -> float:
+    """Perplexity of the add-one-smoothed unigram distribution of the training tokens on ``test``."""
+    counts = np.bincount(train, minlength=vocab_size).astype(np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(np.exp(-log_p[test[1:]].mean()))
+
+
+def run_experiment(
+    preset_name: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train GateLoop, the fixed-transition variant and the Transformer on the same tokens with the
+    same steps and matched parameter counts; evaluate on test; write results.md and a plot."""
+    import time
+
+    from gateloop.plots import plot_validation_curves
+    from gateloop.training import MetricsLogger
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = preset(preset_name, **(overrides or {}))
+    dataset = TokenDataset(data_dir)
+    results: dict[str, Any] = {}
+    for model in MODELS:
+        config = matched_config(base, model)
+        print(f"[lm] training {model}", flush=True)
+        start = time.perf_counter()
+        train_result = train(config, data_dir, out_dir / model, resume=resume, progress=progress)
+        wall = time.perf_counter() - start
+        _, _, trained = load_run(out_dir / model)
+        test = evaluate_perplexity(trained, dataset["test"], seq_len=config.seq_len)
+        results[model] = {**train_result, "test": test, "wall_time_s": wall}
+    counts = [results[m]["parameters"] for m in MODELS]
+    spread = (max(counts) - min(counts)) / min(counts)
+    unigram = unigram_perplexity(dataset["train"], dataset["test"], dataset.vocab_size)
+    tokens = {m: base.batch_size * base.seq_len * base.grad_accum for m in MODELS}
+    plot = plot_validation_curves(
+        {m: MetricsLogger(out_dir / m).read() for m in MODELS}, tokens, out_dir / "validation_loss.png"
+    )
+    lines = [
+        f"# Language modelling, preset `{preset_name}`, data `{Path(data_dir).name}` "
+        f"(tokenizer {dataset.meta['tokenizer']['name']}, {len(dataset['train']):,} training tokens)",
+        "",
+        f"Same tokens, {results[MODELS[0]]['steps']} steps of {base.batch_size} x {base.seq_len} tokens "
+        f"for every model; parameter counts within {100 * spread:.1f}%. Test perplexity: exp(mean NLL), "
+        f"non-overlapping windows of {base.seq_len}. "
+        f"Unigram baseline (add-one) test perplexity: {unigram:.1f}.",
+        "",
+        "| model | parameters | test perplexity (ours) | paper Table 1, WikiText-103, 125M | wall time |",
+        "|---|---|---|---|---|",
+    ]
+    for m in MODELS:
+        r = results[m]
+        paper = f"{PAPER_TABLE_1[m]} (paper)" if m in PAPER_TABLE_1 else "—"
+        ppl, minutes = r["test"]["perplexity"], r["wall_time_s"] / 60
+        lines.append(f"| {m} | {r['parameters']:,} | {ppl:.2f} | {paper} | {minutes:.1f} min |")
+    lines += ["", f"- validation loss against training tokens: `{plot.name}`"]
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "results.json").write_text(
+        json.dumps({"preset": preset_name, "unigram_perplexity": unigram, "results": results}, indent=2)
+        + "\n"
+    )
+    print("\n".join(lines))
+    print(f"\n[lm] wrote {out_dir.resolve()}")
+    return results
