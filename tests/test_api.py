@@ -167,3 +167,14 @@ def test_negative_real_a_rotates_by_pi() -> None:
     ]
     assert_close("chunk", ys[0], ys[1], 1e-10)
     assert_close("attention", ys[0], ys[2], 1e-10)
+
+
+def test_core_import_stays_light() -> None:
+    """`import gateloop` must not load plotting, tokenizers or optional integrations."""
+    import subprocess
+    import sys
+
+    heavy = ("matplotlib", "tiktoken", "tokenizers", "transformers", "jax", "pyarrow")
+    code = f"import sys, gateloop; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
