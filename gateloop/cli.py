@@ -289,16 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         if "memory_horizon" not in run_config:
             raise SystemExit(f"{config_path} is not a Memory Horizon run (no 'memory_horizon' section)")
         config = mh.MemoryHorizonConfig.from_dict(run_config["memory_horizon"])
-        model_dir = args.run / "final"
-        if not model_dir.is_dir():
-            from gateloop.training import checkpoint_dirs
-
-            found = checkpoint_dirs(args.run)
-            if not found:
-                raise SystemExit(f"{args.run} has no final model and no checkpoint")
-            model_dir = found[-1]
         from gateloop.models import GateLoopLM
+        from gateloop.training import trained_model_dir
 
+        model_dir = trained_model_dir(args.run)
         model = GateLoopLM.from_pretrained(model_dir)
         data = mh.load_data(config)
         result = mh.evaluate(model, data["x_test"], data["y_test"], config.num_range[1] + 1)

@@ -298,7 +298,7 @@ def train(
 
 def load_run(run_dir: str | Path) -> tuple[LMConfig, TokenDataset, CausalModel]:
     """A trained run's config, dataset and model (``final/``, else the latest checkpoint)."""
-    from gateloop.training import checkpoint_dirs
+    from gateloop.training import trained_model_dir
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -316,12 +316,7 @@ def load_run(run_dir: str | Path) -> tuple[LMConfig, TokenDataset, CausalModel]:
             f"tokenizer mismatch: the run was trained with {run_config['data']['tokenizer']}, "
             f"{run_config['data']['dir']} now holds {dataset.meta['tokenizer']}"
         )
-    model_dir = run_dir / "final"
-    if not model_dir.is_dir():
-        found = checkpoint_dirs(run_dir)
-        if not found:
-            raise FileNotFoundError(f"{run_dir} has no final model and no checkpoint")
-        model_dir = found[-1]
+    model_dir = trained_model_dir(run_dir)
     model_cls = TransformerLM if config.model == "transformer" else GateLoopLM
     model = model_cls.from_pretrained(model_dir)
     if model.config.vocab_size != dataset.vocab_size:

@@ -1,6 +1,6 @@
 """Shared training code: optimizer groups, schedule, metrics, checkpoints and the trainer loop."""
 
-from gateloop.training.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+from gateloop.training.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint, trained_model_dir
 from gateloop.training.metrics import MetricsLogger
 from gateloop.training.optim import build_optimizer, build_scheduler, parameter_groups
 from gateloop.training.trainer import TrainConfig, Trainer
@@ -15,4 +15,5 @@ __all__ = [
     "load_checkpoint",
     "parameter_groups",
     "save_checkpoint",
+    "trained_model_dir",
 ]

@@ -32,6 +32,17 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if (p / TRAINER_STATE).is_file())
 
 
+def trained_model_dir(run_dir: str | Path) -> Path:
+    """Where a run's weights are: ``final/`` when training finished, else the latest checkpoint."""
+    run_dir = Path(run_dir)
+    if (run_dir / "final").is_dir():
+        return run_dir / "final"
+    found = checkpoint_dirs(run_dir)
+    if not found:
+        raise FileNotFoundError(f"{run_dir} has no final model and no checkpoint")
+    return found[-1]
+
+
 def save_checkpoint(
     run_dir: str | Path,
     *,
