@@ -112,22 +112,24 @@ def preset(name: str, **overrides: Any) -> LMConfig:
     if name == "wikitext103_125m":
         base: dict[str, Any] = {}
     elif name == "cpu":
+        # measured on 2 cores (torch 2.13): 3.35M parameters with a 8192-id BPE, 0.69 s a step,
+        # 1000 steps (4.1M tokens) in about 12 minutes per model
         base = {
-            "d_model": 256,
+            "d_model": 192,
             "n_layer": 4,
-            "n_head": 256,
-            "d_channel_mixing": 768,
+            "n_head": 192,  # SISO heads, as in the paper's LM
+            "d_channel_mixing": 576,  # 3 x d_model, as the paper's 624 -> 1872
             "tie_embeddings": True,
             "seq_len": 256,
             "batch_size": 16,
-            "max_steps": 1500,
+            "max_steps": 1000,
             "lr": 2e-3,
             "transition_lr": None,
             "weight_decay": 0.1,
-            "warmup_steps": 150,
+            "warmup_steps": 100,
             "min_lr_ratio": 0.1,
             "eval_every": 250,
-            "eval_tokens": 65_536,
+            "eval_tokens": 32_768,
             "checkpoint_every": 250,
         }
     else:
