@@ -189,3 +189,10 @@ def test_experiment_lm_writes_table_and_plot(tmp_path, byte_data, capsys) -> Non
     assert (tmp_path / "exp" / "validation_loss.png").stat().st_size > 0
     summary = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert set(summary["results"]) == set(lm.MODELS)
+
+
+@pytest.mark.parametrize("model", ["gateloop", "transformer"])
+def test_bf16_autocast_and_grad_accum(tmp_path, byte_data, model: str) -> None:
+    config = lm.preset("cpu", model=model, **{**TOY, "autocast": "bf16", "grad_accum": 2, "max_steps": 3})
+    result = lm.train(config, byte_data, tmp_path / "run", progress=False)
+    assert result["steps"] == 3 and np.isfinite(result["loss"]) and np.isfinite(result["val_loss"])
