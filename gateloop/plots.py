@@ -22,6 +22,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_training_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
     """Training loss and test accuracy against step, one line per run (``{label: metrics rows}``)."""
     plt = _pyplot()
@@ -38,9 +46,7 @@ def plot_training_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_transition_magnitudes(
@@ -69,9 +75,7 @@ def plot_transition_magnitudes(
         axes[-1].legend(loc="lower right")
     fig.colorbar(im, ax=axes.tolist(), label="|a|", fraction=0.02)
     fig.suptitle(title or "State-transition magnitudes |a| on a test sample (resets dashed)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_accuracy_by_span(
@@ -104,9 +108,7 @@ def plot_accuracy_by_span(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_validation_curves(
@@ -127,6 +129,4 @@ def plot_validation_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gateloop.config_utils import dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
 from gateloop.models import GateLoopConfig, GateLoopLM, TransformerConfig, TransformerLM
 from gateloop.models.base import CausalModel
@@ -92,13 +93,7 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LMConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown LMConfig fields: {', '.join(unknown)}")
-        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-        config.validate()
-        return config
+        return dataclass_from_dict(cls, data)
 
 
 def attention_heads(d_model: int) -> int:

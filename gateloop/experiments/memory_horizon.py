@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gateloop.config_utils import dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
 from gateloop.models import GateLoopConfig, GateLoopLM
 from gateloop.training import TrainConfig, Trainer
@@ -97,14 +98,7 @@ class MemoryHorizonConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MemoryHorizonConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown MemoryHorizonConfig fields: {', '.join(unknown)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        config = cls(**fixed)
-        config.validate()
-        return config
+        return dataclass_from_dict(cls, data)
 
 
 def preset(name: str, **overrides: Any) -> MemoryHorizonConfig:
