@@ -191,10 +191,6 @@ def load_tokenizer(spec: dict[str, Any], directory: str | Path | None = None) ->
     raise ValueError(f"unknown tokenizer {name!r}; expected one of 'gpt2', 'bpe', 'bytes'")
 
 
-def tokenizer_json(tokenizer: Tokenizer) -> str | None:
-    return tokenizer.to_json() if isinstance(tokenizer, BPETokenizer) else None
-
-
 __all__ = [
     "BPETokenizer",
     "ByteTokenizer",
@@ -202,5 +198,4 @@ __all__ = [
     "Tokenizer",
     "find_gpt2_ranks",
     "load_tokenizer",
-    "tokenizer_json",
 ]

@@ -102,14 +102,6 @@ class Transitions:
     a: Tensor | None = None
     log_a: Tensor | None = None
 
-    @property
-    def is_complex(self) -> bool:
-        """True when the transitions can rotate (complex values or negative reals)."""
-        if self.a is not None:
-            return self.a.is_complex() or bool((self.a < 0).any())
-        assert self.log_a is not None
-        return self.log_a.is_complex()
-
     def as_a(self) -> Tensor:
         """The transitions themselves; exact zeros stay exact (exp(-inf) = 0)."""
         if self.a is not None:

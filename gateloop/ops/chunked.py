@@ -46,7 +46,7 @@ def _realify(q: Tensor, k: Tensor, phase_cum: Tensor | None) -> tuple[Tensor, Te
     return q2, k2, True
 
 
-def _double(t: Tensor, doubled: bool, dk: int) -> Tensor:
+def _double(t: Tensor, doubled: bool) -> Tensor:
     """Repeat a per-key-dim tensor over the two halves of the doubled key (broadcast if d == 1)."""
     if not doubled or t.shape[-1] == 1:
         return t
@@ -68,7 +68,7 @@ def _pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> 
     decay = torch.exp(dG).to(q2.dtype)  # (n, c, c, d)
     if decay.shape[-1] == 1:
         return (q2 @ k2.transpose(-1, -2)) * decay[..., 0]  # (n, c, c)
-    decay = _double(decay, doubled, q2.shape[-1] // 2)  # (n, c, c, dk')
+    decay = _double(decay, doubled)  # (n, c, c, dk')
     return torch.einsum("nid,njd,nijd->nij", q2, k2, decay)  # (n, c, c)
 
 
@@ -107,7 +107,7 @@ def gate_loop_chunk(
     q2, k2, doubled = _realify(to_chunks(q, c), to_chunks(k, c), Phi)  # (B, H, N, c, dk')
     vc = to_chunks(v, c)  # (B, H, N, c, dv)
 
-    G2 = _double(G, doubled, dk)  # (B, H, N, c, dk'|1)
+    G2 = _double(G, doubled)  # (B, H, N, c, dk'|1)
     G_last = G2[..., -1:, :]  # (B, H, N, 1, dk'|1)
     q_dec = q2 * torch.exp(G2)  # (B, H, N, c, dk'): q' e^{G_n}, exponent <= 0
     k_end = k2 * torch.exp(G_last - G2)  # (B, H, N, c, dk'): k' e^{G_T - G_m}, exponent <= 0
@@ -137,7 +137,6 @@ def gate_loop_chunk(
     chunk_kv = k_end.transpose(-1, -2) @ vc  # (B, H, N, dk', dv): Σ_m (k' e^{G_T - G_m})ᵀ v_m
     chunk_decay = torch.exp(G_last).transpose(-1, -2)  # (B, H, N, dk'|1, 1)
     if doubled:
-        assert Phi is not None or q.is_complex() or k.is_complex()
         last_phase = Phi[..., -1, :] if Phi is not None else torch.zeros_like(G[..., -1, :])
         cos_t = torch.cos(last_phase)[..., None]  # (B, H, N, dk|1, 1)
         sin_t = torch.sin(last_phase)[..., None]
