@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._inputs import Transitions
-from gateloop.ops.attention import surrogate_scores
+from gateloop.ops.attention import cumulative_logs, surrogate_scores
 
 
 def gate_loop_softmax(
@@ -24,7 +24,7 @@ def gate_loop_softmax(
     scale: float,
 ) -> Tensor:
     """q, k: r|c(B L H dk); v: r(B L H dv); transitions (B L H dk|1). Returns r(B L H dv)."""
-    scores = surrogate_scores(q, k, transitions)  # (B, H, L, L), zero above the diagonal
+    scores = surrogate_scores(q, k, *cumulative_logs(transitions))  # (B, H, L, L), zero above the diagonal
     logits = (scores.real if scores.is_complex() else scores) * scale
     L = q.shape[1]
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()  # (L, L): n >= m
