@@ -72,6 +72,13 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
 
 
+def add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """--out, --resume and --no-progress, shared by every command that trains."""
+    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default: {default_out})")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoints")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gateloop.data.prepare import CORPORA, TOKENIZERS
     from gateloop.experiments.language_model import MODELS as LM_MODELS
@@ -97,13 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=MH_PRESETS, default="paper", help="base settings (default: paper)"
     )
     mh_train.add_argument("--variant", choices=VARIANTS, default="data-controlled", help="state transitions")
-    mh_train.add_argument(
-        "--out", type=Path, default=None, help="run directory (default: runs/memory-horizon-PRESET-VARIANT)"
-    )
-    mh_train.add_argument(
-        "--resume", action="store_true", help="continue the run directory's latest checkpoint"
-    )
-    mh_train.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_run_flags(mh_train, "runs/memory-horizon-PRESET-VARIANT")
     add_config_flags(mh_train, MemoryHorizonConfig, exclude=("variant",))
 
     lm_train = train_tasks.add_parser(
@@ -121,13 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm_train.add_argument(
         "--data", type=Path, required=True, help="dataset directory (gateloop data prepare)"
     )
-    lm_train.add_argument(
-        "--out", type=Path, default=None, help="run directory (default: runs/lm-PRESET-MODEL)"
-    )
-    lm_train.add_argument(
-        "--resume", action="store_true", help="continue the run directory's latest checkpoint"
-    )
-    lm_train.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_run_flags(lm_train, "runs/lm-PRESET-MODEL")
     lm_train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     add_config_flags(lm_train, LMConfig, exclude=("model",))
 
@@ -189,11 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results.md (with the paper's 0.43 vs 0.25), results.json and the plots.",
     )
     mh_exp.add_argument("--preset", choices=MH_PRESETS, default="cpu", help="base settings (default: cpu)")
-    mh_exp.add_argument(
-        "--out", type=Path, default=None, help="output directory (default: runs/memory-horizon-PRESET)"
-    )
-    mh_exp.add_argument("--resume", action="store_true", help="continue interrupted runs")
-    mh_exp.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    add_run_flags(mh_exp, "runs/memory-horizon-PRESET")
     add_config_flags(mh_exp, MemoryHorizonConfig, exclude=("variant",))
     lm_exp = exp_tasks.add_parser(
         "lm",
@@ -204,9 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lm_exp.add_argument("--preset", choices=LM_PRESETS, default="cpu", help="base settings (default: cpu)")
     lm_exp.add_argument("--data", type=Path, required=True, help="dataset directory (gateloop data prepare)")
-    lm_exp.add_argument("--out", type=Path, default=None, help="output directory (default: runs/lm-PRESET)")
-    lm_exp.add_argument("--resume", action="store_true", help="continue interrupted runs")
-    lm_exp.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    add_run_flags(lm_exp, "runs/lm-PRESET")
     add_config_flags(lm_exp, LMConfig, exclude=("model",))
     return parser
 
@@ -326,6 +315,7 @@ def _train_lm(args: argparse.Namespace) -> int:
     import torch
 
     from gateloop.experiments import language_model as lm
+    from gateloop.training import rank_and_world
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -342,7 +332,7 @@ def _train_lm(args: argparse.Namespace) -> int:
         result = lm.train(
             config, args.data, out, resume=args.resume, progress=not args.no_progress, device=device
         )
-        if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        if rank_and_world()[0] == 0:
             print(json.dumps(result, indent=2))
             print(f"wrote {out.resolve()}")
     finally:

@@ -24,7 +24,7 @@ from gateloop.config_utils import dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
 from gateloop.models import GateLoopConfig, GateLoopLM, TransformerConfig, TransformerLM
 from gateloop.models.base import CausalModel
-from gateloop.training import TrainConfig, Trainer
+from gateloop.training import TrainConfig, Trainer, rank_and_world
 
 MODELS = ("gateloop", "gateloop-fixed", "transformer")
 
@@ -230,9 +230,7 @@ def train(
     config.validate()
     torch.set_flush_denormal(True)  # why: subnormal decays are ~100x slower on CPU (NUMERICS.md)
     dataset = TokenDataset(data_dir)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank = torch.distributed.get_rank() if distributed else 0
-    world = torch.distributed.get_world_size() if distributed else 1
+    rank, world = rank_and_world()
     device = torch.device(device or "cpu")
     eot_id = int(dataset.meta["tokenizer"]["eot_id"])
     train_tokens = dataset["train"]

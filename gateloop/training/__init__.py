@@ -3,7 +3,7 @@
 from gateloop.training.checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint, trained_model_dir
 from gateloop.training.metrics import MetricsLogger
 from gateloop.training.optim import build_optimizer, build_scheduler, parameter_groups
-from gateloop.training.trainer import TrainConfig, Trainer
+from gateloop.training.trainer import TrainConfig, Trainer, rank_and_world
 
 __all__ = [
     "MetricsLogger",
@@ -14,6 +14,7 @@ __all__ = [
     "checkpoint_dirs",
     "load_checkpoint",
     "parameter_groups",
+    "rank_and_world",
     "save_checkpoint",
     "trained_model_dir",
 ]

@@ -93,6 +93,13 @@ def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside ``torch.distributed``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class Trainer:
     """Runs ``loss_fn(model, next_batch(step, micro))`` for ``config.max_steps`` optimizer steps.
 
@@ -137,9 +144,8 @@ class Trainer:
         )
         self.metrics = MetricsLogger(self.run_dir)
         self.step = 0
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.world_size = torch.distributed.get_world_size() if distributed else 1
-        self.is_main = not distributed or torch.distributed.get_rank() == 0
+        rank, self.world_size = rank_and_world()
+        self.is_main = rank == 0
         # parallelism and compilation wrap the model from outside; checkpoints save the bare model
         forward: torch.nn.Module = model
         if self.world_size > 1:
