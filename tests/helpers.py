@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -142,22 +145,39 @@ def run_reference(p: Problem, *, with_final: bool = True) -> dict[str, Tensor]:
     return _collect(y, final if with_final else None, leaves, p)
 
 
+@contextmanager
+def pure_pytorch(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``gate_loop`` takes its pure-PyTorch paths (no compiled kernels)."""
+    old = os.environ.get("GATELOOP_NO_EXTENSION")
+    if enabled:
+        os.environ["GATELOOP_NO_EXTENSION"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("GATELOOP_NO_EXTENSION", None)
+        else:
+            os.environ["GATELOOP_NO_EXTENSION"] = old
+
+
 def run_mode(
     p: Problem, mode: str, dtype: torch.dtype, *, with_final: bool = True, **kw: object
 ) -> dict[str, Tensor]:
+    """``mode`` is a ``gate_loop`` mode, or "chunk-pytorch": chunk without the compiled kernels."""
     leaves = _leaves(p, dtype)
     key = "log_a" if p.use_log else "a"
-    y, final = gate_loop(
-        leaves["q"],
-        leaves["k"],
-        leaves["v"],
-        mode=mode,
-        initial_state=leaves.get("h0"),
-        output_final_state=with_final,
-        **{key: leaves["trans"]},
-        **kw,
-    )
-    return _collect(y, final, leaves, p)
+    with pure_pytorch(mode.endswith("-pytorch")):
+        y, final = gate_loop(
+            leaves["q"],
+            leaves["k"],
+            leaves["v"],
+            mode=mode.removesuffix("-pytorch"),
+            initial_state=leaves.get("h0"),
+            output_final_state=with_final,
+            **{key: leaves["trans"]},
+            **kw,
+        )
+        return _collect(y, final, leaves, p)
 
 
 def compare(ref: dict[str, Tensor], out: dict[str, Tensor], tol: float, skip: tuple[str, ...] = ()) -> None:

@@ -99,7 +99,7 @@ def test_complex_q_and_k(mode: str, dtype: torch.dtype, complex_qk: bool) -> Non
     compare(run_reference(p), run_mode(p, mode, dtype), TOL_F64 if dtype == torch.float64 else TOL_F32)
 
 
-@pytest.mark.parametrize("mode", LINEAR_MODES)
+@pytest.mark.parametrize("mode", (*LINEAR_MODES, "chunk-pytorch"))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("dims", [(8, 8), (1, 1)], ids=["d8", "siso"])
 def test_gates_near_zero_and_exact_zero(mode: str, dtype: torch.dtype, dims: tuple[int, int]) -> None:
@@ -134,7 +134,7 @@ def test_exact_zero_a_is_finite_in_log_modes(mode: str) -> None:
         compare({"g": ref["grad_trans"][alive]}, {"g": out["grad_trans"][alive]}, 1e-3)
 
 
-@pytest.mark.parametrize("mode", ("chunk", "recurrent", "scan"))
+@pytest.mark.parametrize("mode", ("chunk", "chunk-pytorch", "recurrent", "scan"))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("dims", [(4, 4), (1, 1)], ids=["d4", "siso"])
 def test_gates_near_one_long_sequence(mode: str, dtype: torch.dtype, dims: tuple[int, int]) -> None:
@@ -157,10 +157,12 @@ def test_attention_exact_at_4096(dtype: torch.dtype, regime: str) -> None:
 @pytest.mark.parametrize("dims", [(6, 5), (1, 1)], ids=["d6", "siso"])
 @pytest.mark.parametrize("chunk_size", [1, 3, 16, 64])
 def test_chunk_sizes_and_unsafe_chunks(dtype: torch.dtype, dims: tuple[int, int], chunk_size: int) -> None:
-    """Strong decay pushes chunks past the factorised form's safe range onto the exact pairwise path."""
+    """Strong decay pushes chunks past the factorised form's safe range onto the exact pairwise path.
+
+    (SISO runs the pure-PyTorch chunked path: the fused kernel has no chunks.)"""
     dk, dv = dims
     p = make_problem(B=2, L=131, H=2, dk=dk, dv=dv, regime="near_zero", seed=chunk_size)
-    out = run_mode(p, "chunk", dtype, chunk_size=chunk_size)
+    out = run_mode(p, "chunk-pytorch", dtype, chunk_size=chunk_size)
     compare(run_reference(p), out, TOL_F64 if dtype == torch.float64 else TOL_F32)
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from gateloop.ops._chunking import from_chunks, safe_range, to_chunks
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 from gateloop.ops.chunked_siso import gate_loop_chunk_siso
+from gateloop.ops.siso_fused import fused_siso_applies, gate_loop_siso_fused
 
 # measured with benchmarks/chunk_size.py (M1 fwd+bwd, three runs): c=16 643-708 ms; 32, 64 and 128 within
 # run-to-run noise (411-762 ms), 64 fastest in two of three; smaller chunks also fall back to the exact
@@ -86,6 +87,16 @@ def gate_loop_chunk(
     """q, k: r|c(B L H dk); v: r(B L H dv); transitions (B L H dk|1); state c(B H dk dv)."""
     B, L, H, dk = q.shape
     dv = v.shape[-1]
+    if fused_siso_applies(q, k, v):
+        return gate_loop_siso_fused(
+            q,
+            k,
+            v,
+            transitions,
+            scale=scale,
+            initial_state=initial_state,
+            output_final_state=output_final_state,
+        )
     if dk == 1 and dv == 1:
         return gate_loop_chunk_siso(
             q,
