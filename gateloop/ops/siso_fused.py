@@ -63,9 +63,10 @@ class _FusedSisoRecurrence(torch.autograd.Function):
             ar, ai = magnitude, torch.zeros_like(magnitude)
         # the states are stored for the backward only when some input needs a gradient
         store = any(ctx.needs_input_grad)
-        y, fr, fi, hr, hi = ext.siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store)
+        # ckr, cki: the state entering every 64-step chunk (the backward recomputes the rest)
+        y, fr, fi, ckr, cki = ext.siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store)
         if store:
-            ctx.save_for_backward(q, k, v, ar, ai, hr, hi, h0r, h0i)
+            ctx.save_for_backward(q, k, v, ar, ai, ckr, cki)
         ctx.scale = scale
         ctx.complex_log = log_a.is_complex()
         return y, fr, fi
@@ -77,12 +78,13 @@ class _FusedSisoRecurrence(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         ext = load_extension(_SOURCE)
         assert ext is not None
-        q, k, v, ar, ai, hr, hi, h0r, h0i = ctx.saved_tensors
+        q, k, v, ar, ai, ckr, cki = ctx.saved_tensors
+        B, _, H = q.shape
         dy = torch.zeros_like(q) if dy is None else dy.contiguous()
-        dfr = torch.zeros_like(h0r) if dfr is None else dfr.contiguous()
-        dfi = torch.zeros_like(h0i) if dfi is None else dfi.contiguous()
+        dfr = q.new_zeros(B, H) if dfr is None else dfr.contiguous()
+        dfi = q.new_zeros(B, H) if dfi is None else dfi.contiguous()
         dq, dk, dv, d_log_a, dh0r, dh0i = ext.siso_backward(
-            dy, q, k, v, ar, ai, hr, hi, h0r, h0i, dfr, dfi, ctx.scale, ctx.complex_log
+            dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, ctx.scale, ctx.complex_log
         )
         if ctx.complex_log:
             d_log_a = torch.view_as_complex(d_log_a)  # (B, L, H): written interleaved by the kernel

@@ -17,6 +17,8 @@
 //   dq_n = scale dy_n Re h_n,   dk_n = Re g_n v_n,   dv_n = Re g_n k_n
 //   dl_n + i dtheta_n = g_n conj(a_n h_{n-1})   (a = e^{l + i theta}: da/dl = a, da/dtheta = i a)
 //   dh0  = conj(a_0) g_0
+// The forward keeps only the state entering every kChunk-th step; the backward recomputes the
+// states of one chunk at a time (no [B, L, H] state history is ever written).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -30,6 +32,10 @@ namespace {
 // Channels per task: a block's state lives in two stack arrays (registers after unrolling),
 // and 64 float32 channels = 256 contiguous bytes per tensor per step, whole cache lines.
 constexpr int64_t kBlock = 64;
+// Steps between state checkpoints: the forward keeps the state entering every chunk of kChunk
+// steps (1/kChunk of a full state history); the backward recomputes one chunk's states at a
+// time into a kChunk x kBlock buffer (32 KiB in float32, in L1/L2).
+constexpr int64_t kChunk = 64;
 
 struct Shape {
   int64_t B, L, H, blocks;
@@ -50,7 +56,7 @@ void check_bl_h(const torch::Tensor& t, const char* name, const torch::Tensor& l
 template <typename T, bool kStore>
 void forward_block(const T* __restrict q, const T* __restrict k, const T* __restrict v,
                    const T* __restrict ar, const T* __restrict ai, const T* __restrict h0r,
-                   const T* __restrict h0i, T* __restrict y, T* __restrict hr_all, T* __restrict hi_all,
+                   const T* __restrict h0i, T* __restrict y, T* __restrict ckr, T* __restrict cki,
                    T* __restrict fr, T* __restrict fi, int64_t L, int64_t H, int64_t width, T scale) {
   T sr[kBlock], si[kBlock];
   for (int64_t j = 0; j < width; ++j) {
@@ -59,6 +65,14 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
   }
   for (int64_t n = 0; n < L; ++n) {
     const int64_t o = n * H;
+    if constexpr (kStore) {
+      if (n % kChunk == 0) {  // checkpoint: the state entering this chunk
+        for (int64_t j = 0; j < width; ++j) {
+          ckr[(n / kChunk) * H + j] = sr[j];
+          cki[(n / kChunk) * H + j] = si[j];
+        }
+      }
+    }
 #pragma omp simd
     for (int64_t j = 0; j < width; ++j) {
       const T x = k[o + j] * v[o + j];
@@ -67,10 +81,6 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
       sr[j] = nr;
       si[j] = ni;
       y[o + j] = scale * q[o + j] * nr;
-      if constexpr (kStore) {
-        hr_all[o + j] = nr;
-        hi_all[o + j] = ni;
-      }
     }
   }
   for (int64_t j = 0; j < width; ++j) {
@@ -79,43 +89,65 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
   }
 }
 
-// kLogStride = 2: dl and dtheta interleaved, i.e. written straight into a complex gradient
+// Walks the chunks from last to first: recomputes the chunk's states from its checkpoint into a
+// cache-resident buffer, then runs the adjoint recurrence over the chunk backwards. The inputs
+// the recompute reads are still in cache when the adjoint reads them again.
+// kLogStride = 2: dl and dtheta interleaved, i.e. written straight into a complex gradient.
 template <typename T, int64_t kLogStride>
 void backward_block(const T* __restrict dy, const T* __restrict q, const T* __restrict k,
                     const T* __restrict v, const T* __restrict ar, const T* __restrict ai,
-                    const T* __restrict hr_all, const T* __restrict hi_all, const T* __restrict h0r,
-                    const T* __restrict h0i, const T* __restrict dfr, const T* __restrict dfi,
-                    T* __restrict dq, T* __restrict dk, T* __restrict dv, T* __restrict dl,
-                    T* __restrict dth, T* __restrict dh0r, T* __restrict dh0i, int64_t L, int64_t H,
-                    int64_t width, T scale) {
+                    const T* __restrict ckr, const T* __restrict cki, const T* __restrict dfr,
+                    const T* __restrict dfi, T* __restrict dq, T* __restrict dk, T* __restrict dv,
+                    T* __restrict dl, T* __restrict dth, T* __restrict dh0r, T* __restrict dh0i,
+                    int64_t L, int64_t H, int64_t width, T scale) {
   T gr[kBlock], gi[kBlock];
+  T hr[kChunk][kBlock], hi[kChunk][kBlock];  // states of the current chunk
   for (int64_t j = 0; j < width; ++j) {
     gr[j] = dfr[j];
     gi[j] = dfi[j];
   }
-  for (int64_t n = L - 1; n >= 0; --n) {
-    const int64_t o = n * H;
-    // h_{n-1}: the stored state one step back, or h0 at the first step
-    const T* __restrict pr = n > 0 ? hr_all + o - H : h0r;
-    const T* __restrict pi = n > 0 ? hi_all + o - H : h0i;
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t n0 = c * kChunk;
+    const int64_t n1 = std::min(L, n0 + kChunk);
+    const T* __restrict sr0 = ckr + c * H;  // state entering the chunk
+    const T* __restrict si0 = cki + c * H;
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t o = n * H;
+      const T* __restrict pr = n > n0 ? hr[n - n0 - 1] : sr0;
+      const T* __restrict pi = n > n0 ? hi[n - n0 - 1] : si0;
+      T* __restrict cr = hr[n - n0];
+      T* __restrict ci = hi[n - n0];
 #pragma omp simd
-    for (int64_t j = 0; j < width; ++j) {
-      const T sdy = scale * dy[o + j];
-      const T g_r = gr[j] + sdy * q[o + j];
-      const T g_i = gi[j];
-      dq[o + j] = sdy * hr_all[o + j];
-      dk[o + j] = g_r * v[o + j];
-      dv[o + j] = g_r * k[o + j];
-      // p = a_n h_{n-1};  dl + i dtheta = g conj(p)
-      const T p_r = ar[o + j] * pr[j] - ai[o + j] * pi[j];
-      const T p_i = ar[o + j] * pi[j] + ai[o + j] * pr[j];
-      dl[(o + j) * kLogStride] = g_r * p_r + g_i * p_i;
-      if constexpr (kLogStride == 2) {
-        dth[(o + j) * kLogStride] = g_i * p_r - g_r * p_i;
+      for (int64_t j = 0; j < width; ++j) {
+        cr[j] = ar[o + j] * pr[j] - ai[o + j] * pi[j] + k[o + j] * v[o + j];
+        ci[j] = ar[o + j] * pi[j] + ai[o + j] * pr[j];
       }
-      // g <- conj(a_n) g
-      gr[j] = ar[o + j] * g_r + ai[o + j] * g_i;
-      gi[j] = ar[o + j] * g_i - ai[o + j] * g_r;
+    }
+    for (int64_t n = n1 - 1; n >= n0; --n) {
+      const int64_t o = n * H;
+      const T* __restrict pr = n > n0 ? hr[n - n0 - 1] : sr0;  // h_{n-1}
+      const T* __restrict pi = n > n0 ? hi[n - n0 - 1] : si0;
+      const T* __restrict cr = hr[n - n0];  // h_n
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) {
+        const T sdy = scale * dy[o + j];
+        const T g_r = gr[j] + sdy * q[o + j];
+        const T g_i = gi[j];
+        dq[o + j] = sdy * cr[j];
+        dk[o + j] = g_r * v[o + j];
+        dv[o + j] = g_r * k[o + j];
+        // p = a_n h_{n-1};  dl + i dtheta = g conj(p)
+        const T p_r = ar[o + j] * pr[j] - ai[o + j] * pi[j];
+        const T p_i = ar[o + j] * pi[j] + ai[o + j] * pr[j];
+        dl[(o + j) * kLogStride] = g_r * p_r + g_i * p_i;
+        if constexpr (kLogStride == 2) {
+          dth[(o + j) * kLogStride] = g_i * p_r - g_r * p_i;
+        }
+        // g <- conj(a_n) g
+        gr[j] = ar[o + j] * g_r + ai[o + j] * g_i;
+        gi[j] = ar[o + j] * g_i - ai[o + j] * g_r;
+      }
     }
   }
   for (int64_t j = 0; j < width; ++j) {
@@ -124,8 +156,8 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
   }
 }
 
-// Returns (y, final_r, final_i, h_r, h_i); h_r/h_i (every state, for the backward) are empty
-// tensors unless store_states.
+// Returns (y, final_r, final_i, ck_r, ck_i): ck [B, ceil(L / kChunk), H] are the checkpointed
+// states for the backward (empty unless store_states).
 std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Tensor& k,
                                         const torch::Tensor& v, const torch::Tensor& ar,
                                         const torch::Tensor& ai, const torch::Tensor& h0r,
@@ -144,8 +176,9 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
   auto y = torch::empty_like(q);
   auto fr = torch::empty_like(h0r);
   auto fi = torch::empty_like(h0i);
-  auto hr = store_states ? torch::empty_like(q) : torch::empty({0}, q.options());
-  auto hi = store_states ? torch::empty_like(q) : torch::empty({0}, q.options());
+  const int64_t chunks = (s.L + kChunk - 1) / kChunk;
+  auto ckr = store_states ? torch::empty({s.B, chunks, s.H}, q.options()) : torch::empty({0}, q.options());
+  auto cki = store_states ? torch::empty({s.B, chunks, s.H}, q.options()) : torch::empty({0}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "gateloop_siso_forward", [&] {
     const scalar_t* pq = q.data_ptr<scalar_t>();
     const scalar_t* pk = k.data_ptr<scalar_t>();
@@ -157,8 +190,8 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
     scalar_t* py = y.data_ptr<scalar_t>();
     scalar_t* pfr = fr.data_ptr<scalar_t>();
     scalar_t* pfi = fi.data_ptr<scalar_t>();
-    scalar_t* phr = store_states ? hr.data_ptr<scalar_t>() : nullptr;
-    scalar_t* phi = store_states ? hi.data_ptr<scalar_t>() : nullptr;
+    scalar_t* pckr = store_states ? ckr.data_ptr<scalar_t>() : nullptr;
+    scalar_t* pcki = store_states ? cki.data_ptr<scalar_t>() : nullptr;
     const auto sc = static_cast<scalar_t>(scale);
     // one task per (batch row, channel block); at::parallel_for uses torch's intra-op pool, so
     // torch.set_num_threads governs it and nothing oversubscribes
@@ -169,9 +202,10 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
         const int64_t width = std::min(kBlock, s.H - c0);
         const int64_t base = b * s.L * s.H + c0;
         const int64_t sb = b * s.H + c0;
+        const int64_t cb = b * chunks * s.H + c0;
         if (store_states) {
           forward_block<scalar_t, true>(pq + base, pk + base, pv + base, par + base, pai + base,
-                                        ph0r + sb, ph0i + sb, py + base, phr + base, phi + base,
+                                        ph0r + sb, ph0i + sb, py + base, pckr + cb, pcki + cb,
                                         pfr + sb, pfi + sb, s.L, s.H, width, sc);
         } else {
           forward_block<scalar_t, false>(pq + base, pk + base, pv + base, par + base, pai + base,
@@ -181,7 +215,7 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
       }
     });
   });
-  return {y, fr, fi, hr, hi};
+  return {y, fr, fi, ckr, cki};
 }
 
 // Returns (dq, dk, dv, d_log_a, dh0r, dh0i). d_log_a is [B, L, H, 2] (dl, dtheta interleaved: a
@@ -189,24 +223,28 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
 std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::Tensor& q,
                                          const torch::Tensor& k, const torch::Tensor& v,
                                          const torch::Tensor& ar, const torch::Tensor& ai,
-                                         const torch::Tensor& hr, const torch::Tensor& hi,
-                                         const torch::Tensor& h0r, const torch::Tensor& h0i,
+                                         const torch::Tensor& ckr, const torch::Tensor& cki,
                                          const torch::Tensor& dfr, const torch::Tensor& dfi,
                                          double scale, bool with_phase) {
   TORCH_CHECK(q.dim() == 3, "q must be [B, L, H], got ", q.sizes());
-  for (const auto* t : {&dy, &k, &v, &ar, &ai, &hr, &hi}) {
+  for (const auto* t : {&dy, &k, &v, &ar, &ai}) {
     check_bl_h(*t, "tensor", q);
   }
   const Shape s = shape_of(q);
-  for (const auto* t : {&h0r, &h0i, &dfr, &dfi}) {
+  const int64_t chunks = (s.L + kChunk - 1) / kChunk;
+  for (const auto* t : {&ckr, &cki}) {
+    TORCH_CHECK(t->sizes() == at::IntArrayRef({s.B, chunks, s.H}) && t->is_contiguous(),
+                "checkpoints must be [B, ceil(L / 64), H]");
+  }
+  for (const auto* t : {&dfr, &dfi}) {
     TORCH_CHECK(t->sizes() == at::IntArrayRef({s.B, s.H}) && t->is_contiguous(), "state must be [B, H]");
   }
   auto dq = torch::empty_like(q);
   auto dk = torch::empty_like(q);
   auto dv = torch::empty_like(q);
   auto d_log_a = with_phase ? torch::empty({s.B, s.L, s.H, 2}, q.options()) : torch::empty_like(q);
-  auto dh0r = torch::empty_like(h0r);
-  auto dh0i = torch::empty_like(h0i);
+  auto dh0r = torch::empty_like(dfr);
+  auto dh0i = torch::empty_like(dfi);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "gateloop_siso_backward", [&] {
     const auto sc = static_cast<scalar_t>(scale);
     at::parallel_for(0, s.B * s.blocks, 1, [&](int64_t begin, int64_t end) {
@@ -216,13 +254,14 @@ std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::T
         const int64_t width = std::min(kBlock, s.H - c0);
         const int64_t base = b * s.L * s.H + c0;
         const int64_t sb = b * s.H + c0;
+        const int64_t cb = b * chunks * s.H + c0;
         scalar_t* dl = d_log_a.data_ptr<scalar_t>() + base * (with_phase ? 2 : 1);
         auto* block = with_phase ? &backward_block<scalar_t, 2> : &backward_block<scalar_t, 1>;
         block(
             dy.data_ptr<scalar_t>() + base, q.data_ptr<scalar_t>() + base, k.data_ptr<scalar_t>() + base,
             v.data_ptr<scalar_t>() + base, ar.data_ptr<scalar_t>() + base, ai.data_ptr<scalar_t>() + base,
-            hr.data_ptr<scalar_t>() + base, hi.data_ptr<scalar_t>() + base, h0r.data_ptr<scalar_t>() + sb,
-            h0i.data_ptr<scalar_t>() + sb, dfr.data_ptr<scalar_t>() + sb, dfi.data_ptr<scalar_t>() + sb,
+            ckr.data_ptr<scalar_t>() + cb, cki.data_ptr<scalar_t>() + cb, dfr.data_ptr<scalar_t>() + sb,
+            dfi.data_ptr<scalar_t>() + sb,
             dq.data_ptr<scalar_t>() + base, dk.data_ptr<scalar_t>() + base, dv.data_ptr<scalar_t>() + base,
             dl, with_phase ? dl + 1 : nullptr,
             dh0r.data_ptr<scalar_t>() + sb, dh0i.data_ptr<scalar_t>() + sb, s.L, s.H, width, sc);
