@@ -66,7 +66,9 @@ def header(title: str, env: dict[str, Any], extra: str = "") -> str:
     )
 
 
-def median_time(fn: Callable[[], object], repeats: int, *, warmup: int = 1, slow_s: float = 5.0) -> list[float]:
+def median_time(
+    fn: Callable[[], object], repeats: int, *, warmup: int = 1, slow_s: float = 5.0
+) -> list[float]:
     """``repeats`` timed calls after ``warmup`` untimed ones; a warm-up slower than ``slow_s``
     counts as a run (slow cases would otherwise take minutes per row)."""
     times: list[float] = []
@@ -96,7 +98,9 @@ def machine_ceilings(repeats: int = 5) -> dict[str, float]:
     return {"matmul_gflops": 2 * n**3 / mm / 1e9, "copy_gbps": 2 * src.numel() * 4 / copy / 1e9}
 
 
-def make_op_inputs(shape: dict[str, int], *, per_head: bool, requires_grad: bool, seed: int = 0) -> list[Tensor]:
+def make_op_inputs(
+    shape: dict[str, int], *, per_head: bool, requires_grad: bool, seed: int = 0
+) -> list[Tensor]:
     """q, k, v and a complex log_a as a trained layer produces them: |a| = σ(α), α ~ N(2, 1),
     mostly near 1; phases ~ N(0, 0.1²)."""
     g = torch.Generator().manual_seed(seed)
@@ -176,7 +180,9 @@ def fmt_mib(n_bytes: float | None) -> str:
     return "—" if n_bytes is None else f"{n_bytes / 2**20:.0f} MiB"
 
 
-def write_results(name: str, env: dict[str, Any], results: list[dict[str, Any]], table: str, **extra: Any) -> Path:
+def write_results(
+    name: str, env: dict[str, Any], results: list[dict[str, Any]], table: str, **extra: Any
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"meta": env, **extra, "results": results, "table": table}, indent=2) + "\n")

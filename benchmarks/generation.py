@@ -60,7 +60,9 @@ def worker(model_name: str, prompt: int, tokens: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--prompts", default=",".join(map(str, PROMPTS)))
     parser.add_argument("--tokens", type=int, default=32, help="timed new tokens per run (median)")
@@ -81,8 +83,12 @@ def main() -> None:
             r = run_isolated(__file__, [name, str(prompt), "--tokens", str(args.tokens)], args.timeout)
             r.update({"model": name, "prompt": prompt})
             results.append(r)
-            print(f"  {name:>11} prompt {prompt:>5}: {fmt_time(r.get('median_s'))} / token, "
-                  f"prefill {fmt_time(r.get('prefill_s'))} {r.get('skipped', '')}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"  {name:>11} prompt {prompt:>5}: {fmt_time(r.get('median_s'))} / token, "
+                f"prefill {fmt_time(r.get('prefill_s'))} {r.get('skipped', '')}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     lines = [
         header("Generation, 125M presets, batch 1, float32", env, f"median of {args.tokens} tokens"),
@@ -93,7 +99,8 @@ def main() -> None:
     for name in models:
         row = {r["prompt"]: r for r in results if r["model"] == name}
         cells = [
-            f"{fmt_time(row[p].get('median_s'))} (prefill {fmt_time(row[p].get('prefill_s'))})" for p in prompts
+            f"{fmt_time(row[p].get('median_s'))} (prefill {fmt_time(row[p].get('prefill_s'))})"
+            for p in prompts
         ]
         timed = [float(row[p]["median_s"]) for p in prompts if "median_s" in row[p]]
         growth = f"{timed[-1] / timed[0]:.2f}× from {prompts[0]} to {prompts[-1]}" if len(timed) > 1 else ""

@@ -18,7 +18,17 @@ import json
 import resource
 import sys
 
-from common import CASES, IMPLS, environment, fmt_mib, header, infeasible, op_call, run_isolated, write_results
+from common import (
+    CASES,
+    IMPLS,
+    environment,
+    fmt_mib,
+    header,
+    infeasible,
+    op_call,
+    run_isolated,
+    write_results,
+)
 
 PASSES = ("fwd", "fwd+bwd")
 
@@ -42,7 +52,9 @@ def least_bytes(shape: dict[str, int], backward: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", default=",".join(CASES), help="comma list of " + ", ".join(CASES))
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma list of " + ", ".join(IMPLS))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run before skipping")
@@ -65,11 +77,18 @@ def main() -> None:
         for impl in impls:
             for pass_ in PASSES:
                 reason = infeasible(impl, CASES[case], pass_ == "fwd+bwd")
-                r = {"skipped": reason} if reason else run_isolated(__file__, [case, impl, pass_], args.timeout)
+                r = (
+                    {"skipped": reason}
+                    if reason
+                    else run_isolated(__file__, [case, impl, pass_], args.timeout)
+                )
                 r.update({"case": case, "impl": impl, "pass": pass_, **CASES[case]})
                 results.append(r)
-                print(f"  {case} {impl:>17} {pass_:>7}: {fmt_mib(r.get('peak_bytes'))} {r.get('skipped', '')}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  {case} {impl:>17} {pass_:>7}: {fmt_mib(r.get('peak_bytes'))} {r.get('skipped', '')}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     lines = [
         header("Op peak memory (RSS growth), float32", env),

@@ -19,8 +19,6 @@ import argparse
 import statistics
 import sys
 
-import torch
-
 from common import (
     CASES,
     IMPLS,
@@ -46,7 +44,9 @@ def worker(case: str, impl: str, pass_: str, repeats: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", default=",".join(CASES), help="comma list of " + ", ".join(CASES))
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma list of " + ", ".join(IMPLS))
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median)")
@@ -77,16 +77,23 @@ def main() -> None:
                 if reason:
                     r: dict[str, object] = {"skipped": reason}
                 else:
-                    r = run_isolated(__file__, [case, impl, pass_, "--repeats", str(args.repeats)], args.timeout)
+                    r = run_isolated(
+                        __file__, [case, impl, pass_, "--repeats", str(args.repeats)], args.timeout
+                    )
                 if "median_s" in r:
-                    least = recurrent_minimum(shape, per_head=impl in ("peer", "chunk-per-head-a"), backward=backward)
+                    least = recurrent_minimum(
+                        shape, per_head=impl in ("peer", "chunk-per-head-a"), backward=backward
+                    )
                     t = float(r["median_s"])  # type: ignore[arg-type]
                     r["flop_fraction"] = least["flops"] / t / (ceilings["matmul_gflops"] * 1e9)
                     r["bandwidth_fraction"] = least["bytes"] / t / (ceilings["copy_gbps"] * 1e9)
                 r.update({"case": case, "impl": impl, "pass": pass_, **shape})
                 results.append(r)
-                print(f"  {case} {impl:>17} {pass_:>7}: {fmt_time(r.get('median_s'))} {r.get('skipped', '')}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  {case} {impl:>17} {pass_:>7}: {fmt_time(r.get('median_s'))} {r.get('skipped', '')}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     lines = [
         header("Op speed, float32", env, f"median of {args.repeats}")
@@ -106,13 +113,16 @@ def main() -> None:
                 ratio = f"{float(peer['median_s']) / float(fb['median_s']):.1f}×"  # type: ignore[arg-type]
             frac = ""
             if "flop_fraction" in fb:
-                frac = f"{100 * float(fb['flop_fraction']):.2f} % / {100 * float(fb['bandwidth_fraction']):.1f} %"  # type: ignore[arg-type]
+                flop, bw = float(fb["flop_fraction"]), float(fb["bandwidth_fraction"])  # type: ignore[arg-type]
+                frac = f"{100 * flop:.2f} % / {100 * bw:.1f} %"
             note = fb.get("skipped") or f.get("skipped") or ""
             lines.append(
                 f"| {case} | {impl} | {fmt_time(f.get('median_s'))} | {fmt_time(fb.get('median_s'))} | "  # type: ignore[arg-type]
                 f"{ratio or note} | {frac} |"
             )
-    write_results("op_speed", env, results, "\n".join(lines), ceilings=ceilings, cases={c: CASES[c] for c in cases})
+    write_results(
+        "op_speed", env, results, "\n".join(lines), ceilings=ceilings, cases={c: CASES[c] for c in cases}
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,17 @@ import json
 import statistics
 import sys
 
-from common import RESULTS, environment, fmt_time, header, infeasible, median_time, op_call, run_isolated, write_results
+from common import (
+    RESULTS,
+    environment,
+    fmt_time,
+    header,
+    infeasible,
+    median_time,
+    op_call,
+    run_isolated,
+    write_results,
+)
 
 MODES = ("chunk", "recurrent", "scan", "attention", "softmax", "peer")
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -57,7 +67,9 @@ def plot(results: list[dict[str, object]], path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="comma list of L")
     parser.add_argument("--repeats", type=int, default=3)
@@ -83,10 +95,14 @@ def main() -> None:
             if reason:
                 r: dict[str, object] = {"skipped": reason}
             else:
-                r = run_isolated(__file__, [mode, str(L), "--repeats", str(args.repeats)], 20 * args.max_seconds)
+                r = run_isolated(
+                    __file__, [mode, str(L), "--repeats", str(args.repeats)], 20 * args.max_seconds
+                )
             r.update({"mode": mode, "L": L})
             results.append(r)
-            print(f"  {mode:>9} L={L:>5}: {fmt_time(r.get('median_s'))} {r.get('skipped', '')}", file=sys.stderr)  # type: ignore[arg-type]
+            print(
+                f"  {mode:>9} L={L:>5}: {fmt_time(r.get('median_s'))} {r.get('skipped', '')}", file=sys.stderr
+            )  # type: ignore[arg-type]
             if "skipped" in r and not stop:
                 stop = "skipped: a shorter L was already infeasible"
             elif float(r.get("median_s", 0.0)) > args.max_seconds:  # type: ignore[arg-type]

@@ -70,7 +70,7 @@ def _build(row: dict[str, Any]) -> tuple[torch.nn.Module, int, int]:
 
 
 def worker(name: str, repeats: int) -> dict[str, Any]:
-    # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md); the trainer does the same
+    # why: decays drift into subnormals, ~100x slower on CPU (NUMERICS.md); the trainer does the same
     torch.set_flush_denormal(True)
     row = ROWS[name]
     model, vocab, classes = _build(row)
@@ -101,7 +101,9 @@ def worker(name: str, repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", default=",".join(ROWS), help="comma list of " + ", ".join(ROWS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=1800.0)
@@ -120,7 +122,9 @@ def main() -> None:
         r = run_isolated(__file__, [name, "--repeats", str(args.repeats)], args.timeout)
         r.update({"row": name, **ROWS[name]})
         results.append(r)
-        print(f"  {name:>22}: {fmt_time(r.get('median_s'))} {r.get('skipped', '')}", file=sys.stderr, flush=True)
+        print(
+            f"  {name:>22}: {fmt_time(r.get('median_s'))} {r.get('skipped', '')}", file=sys.stderr, flush=True
+        )
 
     by = {r["row"]: r for r in results}
     lines = [
@@ -129,7 +133,11 @@ def main() -> None:
         "| row | model | params | batch × L | step | tokens/s | comparison |",
         "|---|---|---|---|---|---|---|",
     ]
-    pairs = {"mh-ours": "mh-peer", "lm-gateloop-1024": "lm-transformer-1024", "lm-gateloop-4096": "lm-transformer-4096"}
+    pairs = {
+        "mh-ours": "mh-peer",
+        "lm-gateloop-1024": "lm-transformer-1024",
+        "lm-gateloop-4096": "lm-transformer-4096",
+    }
     for r in results:
         t = r.get("median_s")
         tokens = r["B"] * r["L"]
@@ -138,8 +146,8 @@ def main() -> None:
         if t and other.get("median_s"):
             comparison = f"{float(other['median_s']) / float(t):.2f}× faster than {other['row']}"
         lines.append(
-            f"| {r['row']} | {r['task']}: {r['impl']} | {r.get('parameters', 0) / 1e6:.2f}M | {r['B']} × {r['L']} | "
-            f"{fmt_time(t)} | {tokens / t:,.0f} | {comparison} |"
+            f"| {r['row']} | {r['task']}: {r['impl']} | {r.get('parameters', 0) / 1e6:.2f}M | "
+            f"{r['B']} × {r['L']} | {fmt_time(t)} | {tokens / t:,.0f} | {comparison} |"
             if t
             else f"| {r['row']} | {r['task']}: {r['impl']} | — | {r['B']} × {r['L']} | — | — | {comparison} |"
         )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gateloop import gate_loop
+
 from helpers import compare, make_problem, run_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
