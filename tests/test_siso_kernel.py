@@ -143,3 +143,36 @@ def test_siso_exact_reset_gradient_is_exact() -> None:
     # after the reset y_n restarts: y_3 = 1, y_4 = 1 + e^-0.1
     assert y[0, 3].item() == 1.0
     assert y[0, 4].item() == pytest.approx(1 + math.exp(-0.1), rel=1e-14)
+
+
+def test_custom_ops_pass_opcheck() -> None:
+    """The kernel's torch.library ops: schema and fake (meta) implementations agree with the real ones."""
+    from gateloop.ops.siso_fused import _siso_backward, _siso_forward
+
+    g = torch.Generator().manual_seed(0)
+    B, L, H = 2, 70, 3  # L > 64: two checkpoints
+    q, k, v, ar, ai = (torch.randn(B, L, H, generator=g) for _ in range(5))
+    h0r, h0i = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
+    checks = ("test_schema", "test_faketensor")
+    torch.library.opcheck(_siso_forward, (q, k, v, ar, ai, h0r, h0i, 0.5, True), test_utils=checks)
+    _, _, _, ckr, cki = _siso_forward(q, k, v, ar, ai, h0r, h0i, 0.5, True)
+    for with_phase in (True, False):
+        args = (q, q, k, v, ar, ai, ckr, cki, h0r, h0i, 0.5, with_phase)
+        torch.library.opcheck(_siso_backward, args, test_utils=checks)
+
+
+def test_siso_under_torch_compile() -> None:
+    """torch.compile traces through the kernel's custom ops and gives eager's values and gradients."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 80, 4, 1, generator=g, requires_grad=True) for _ in range(3))
+    log_a = torch.complex(-torch.rand(2, 80, 4, 1, generator=g), torch.randn(2, 80, 4, 1, generator=g))
+    log_a.requires_grad_(True)
+
+    def f(q, k, v, log_a):
+        return gate_loop(q, k, v, log_a=log_a)[0].square().sum()
+
+    eager = torch.autograd.grad(f(q, k, v, log_a), (q, k, v, log_a))
+    compiled = torch.compile(f, fullgraph=True)
+    grads = torch.autograd.grad(compiled(q, k, v, log_a), (q, k, v, log_a))
+    for a, b in zip(eager, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -63,6 +63,8 @@ def load_extension(source: str) -> ModuleType | None:
     """The compiled module for ``csrc/<source>``, or None (fallback) if it cannot be built."""
     if extension_disabled():
         return None
+    if source in _LOADED:  # no lock on the hot path (and none for torch.compile to trace)
+        return _LOADED[source]
     with _LOCK:
         if source in _LOADED:
             return _LOADED[source]

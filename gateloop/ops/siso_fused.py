@@ -13,12 +13,77 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
 from gateloop.ops._extension import load_extension
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 
 _SOURCE = "siso_scan.cpp"
+_CHECKPOINT_EVERY = 64  # kChunk in csrc/siso_scan.cpp: steps between the forward's saved states
+
+
+# The kernel's two entry points as torch.library custom ops: opaque to torch.compile (no graph
+# break, shapes known from the fake implementations) and dispatched like any aten op.
+@torch.library.custom_op("gateloop::siso_forward", mutates_args=())
+def _siso_forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    ar: Tensor,
+    ai: Tensor,
+    h0r: Tensor,
+    h0i: Tensor,
+    scale: float,
+    store: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ext = load_extension(_SOURCE)
+    assert ext is not None, "fused_siso_applies() is checked before the call"
+    return tuple(ext.siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store))  # type: ignore[return-value]
+
+
+@_siso_forward.register_fake
+def _(q, k, v, ar, ai, h0r, h0i, scale, store):  # type: ignore[no-untyped-def]
+    B, L, H = q.shape
+    chunks = (L + _CHECKPOINT_EVERY - 1) // _CHECKPOINT_EVERY
+    ck = (B, chunks, H) if store else (0,)
+    return (
+        q.new_empty(q.shape),
+        h0r.new_empty(h0r.shape),
+        h0i.new_empty(h0i.shape),
+        q.new_empty(ck),
+        q.new_empty(ck),
+    )
+
+
+@torch.library.custom_op("gateloop::siso_backward", mutates_args=())
+def _siso_backward(
+    dy: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    ar: Tensor,
+    ai: Tensor,
+    ckr: Tensor,
+    cki: Tensor,
+    dfr: Tensor,
+    dfi: Tensor,
+    scale: float,
+    with_phase: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ext = load_extension(_SOURCE)
+    assert ext is not None
+    return tuple(ext.siso_backward(dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, scale, with_phase))  # type: ignore[return-value]
+
+
+@_siso_backward.register_fake
+def _(dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, scale, with_phase):  # type: ignore[no-untyped-def]
+    d_log_a = q.new_empty((*q.shape, 2)) if with_phase else q.new_empty(q.shape)
+    return (
+        *(q.new_empty(q.shape) for _ in range(3)),
+        d_log_a,
+        dfr.new_empty(dfr.shape),
+        dfi.new_empty(dfi.shape),
+    )
 
 
 def fused_siso_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
@@ -53,8 +118,6 @@ class _FusedSisoRecurrence(torch.autograd.Function):
         h0i: Tensor,
         scale: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        ext = load_extension(_SOURCE)
-        assert ext is not None, "fused_siso_applies() is checked before the call"
         log_mag = log_a.real if log_a.is_complex() else log_a  # (B, L, H), a strided view
         magnitude = torch.exp(log_mag)  # (B, L, H), contiguous; exact 0 for log|a| = -inf
         if log_a.is_complex():
@@ -64,7 +127,7 @@ class _FusedSisoRecurrence(torch.autograd.Function):
         # the states are stored for the backward only when some input needs a gradient
         store = any(ctx.needs_input_grad)
         # ckr, cki: the state entering every 64-step chunk (the backward recomputes the rest)
-        y, fr, fi, ckr, cki = ext.siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store)
+        y, fr, fi, ckr, cki = _siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store)
         if store:
             ctx.save_for_backward(q, k, v, ar, ai, ckr, cki)
         ctx.scale = scale
@@ -72,18 +135,15 @@ class _FusedSisoRecurrence(torch.autograd.Function):
         return y, fr, fi
 
     @staticmethod
-    @once_differentiable
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, dy: Tensor | None, dfr: Tensor | None, dfi: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        ext = load_extension(_SOURCE)
-        assert ext is not None
         q, k, v, ar, ai, ckr, cki = ctx.saved_tensors
         B, _, H = q.shape
         dy = torch.zeros_like(q) if dy is None else dy.contiguous()
         dfr = q.new_zeros(B, H) if dfr is None else dfr.contiguous()
         dfi = q.new_zeros(B, H) if dfi is None else dfi.contiguous()
-        dq, dk, dv, d_log_a, dh0r, dh0i = ext.siso_backward(
+        dq, dk, dv, d_log_a, dh0r, dh0i = _siso_backward(
             dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, ctx.scale, ctx.complex_log
         )
         if ctx.complex_log:
@@ -119,7 +179,10 @@ def gate_loop_siso_fused(
         log_mag, phase = transitions.as_log()  # floored, with the grad_log/conj(a) gradient
         log_a = log_mag if phase is None else torch.complex(log_mag, phase)
     if initial_state is None:
-        h0r = h0i = q.new_zeros(B, H)
+        h0r, h0i = (
+            q.new_zeros(B, H),
+            q.new_zeros(B, H),
+        )  # two tensors: autograd.Function under torch.compile refuses aliased inputs
     else:
         h0 = initial_state[..., 0, 0]  # (B, H)
         h0r, h0i = h0.real.contiguous(), h0.imag.contiguous()
