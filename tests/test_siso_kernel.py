@@ -151,13 +151,13 @@ def test_custom_ops_pass_opcheck() -> None:
 
     g = torch.Generator().manual_seed(0)
     B, L, H = 2, 70, 3  # L > 64: two checkpoints
-    q, k, v, ar, ai = (torch.randn(B, L, H, generator=g) for _ in range(5))
+    q, k, v = (torch.randn(B, L, H, generator=g) for _ in range(3))
     h0r, h0i = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
     checks = ("test_schema", "test_faketensor")
-    torch.library.opcheck(_siso_forward, (q, k, v, ar, ai, h0r, h0i, 0.5, True), test_utils=checks)
-    _, _, _, ckr, cki = _siso_forward(q, k, v, ar, ai, h0r, h0i, 0.5, True)
-    for with_phase in (True, False):
-        args = (q, q, k, v, ar, ai, ckr, cki, h0r, h0i, 0.5, with_phase)
+    for log_a in (-torch.rand(B, L, H, 2, generator=g), -torch.rand(B, L, H, generator=g)):  # complex, real
+        torch.library.opcheck(_siso_forward, (q, k, v, log_a, h0r, h0i, 0.5, True), test_utils=checks)
+        _, _, _, ckr, cki = _siso_forward(q, k, v, log_a, h0r, h0i, 0.5, True)
+        args = (q, q, k, v, log_a, ckr, cki, h0r, h0i, 0.5)
         torch.library.opcheck(_siso_backward, args, test_utils=checks)
 
 

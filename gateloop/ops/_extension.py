@@ -43,7 +43,8 @@ def _arch_flags() -> tuple[str, list[str]]:
     capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
     flags: list[str] = []
     if platform.machine() in ("x86_64", "AMD64") and capability in ("AVX2", "AVX512"):
-        flags = ["-mavx2", "-mfma"]
+        # CPU_CAPABILITY_AVX2 selects ATen's AVX2 Vectorized<T> (SLEEF exp/sin/cos from libtorch)
+        flags = ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return f"{platform.machine()}_{capability}".lower(), flags
 
 

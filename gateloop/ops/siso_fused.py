@@ -29,8 +29,7 @@ def _siso_forward(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    ar: Tensor,
-    ai: Tensor,
+    log_a: Tensor,
     h0r: Tensor,
     h0i: Tensor,
     scale: float,
@@ -38,11 +37,11 @@ def _siso_forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     ext = load_extension(_SOURCE)
     assert ext is not None, "fused_siso_applies() is checked before the call"
-    return tuple(ext.siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store))  # type: ignore[return-value]
+    return tuple(ext.siso_forward(q, k, v, log_a, h0r, h0i, scale, store))  # type: ignore[return-value]
 
 
 @_siso_forward.register_fake
-def _(q, k, v, ar, ai, h0r, h0i, scale, store):  # type: ignore[no-untyped-def]
+def _(q, k, v, log_a, h0r, h0i, scale, store):  # type: ignore[no-untyped-def]
     B, L, H = q.shape
     chunks = (L + _CHECKPOINT_EVERY - 1) // _CHECKPOINT_EVERY
     ck = (B, chunks, H) if store else (0,)
@@ -61,23 +60,21 @@ def _siso_backward(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    ar: Tensor,
-    ai: Tensor,
+    log_a: Tensor,
     ckr: Tensor,
     cki: Tensor,
     dfr: Tensor,
     dfi: Tensor,
     scale: float,
-    with_phase: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     ext = load_extension(_SOURCE)
     assert ext is not None
-    return tuple(ext.siso_backward(dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, scale, with_phase))  # type: ignore[return-value]
+    return tuple(ext.siso_backward(dy, q, k, v, log_a, ckr, cki, dfr, dfi, scale))  # type: ignore[return-value]
 
 
 @_siso_backward.register_fake
-def _(dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, scale, with_phase):  # type: ignore[no-untyped-def]
-    d_log_a = q.new_empty((*q.shape, 2)) if with_phase else q.new_empty(q.shape)
+def _(dy, q, k, v, log_a, ckr, cki, dfr, dfi, scale):  # type: ignore[no-untyped-def]
+    d_log_a = log_a.new_empty(log_a.shape)
     return (
         *(q.new_empty(q.shape) for _ in range(3)),
         d_log_a,
@@ -118,18 +115,14 @@ class _FusedSisoRecurrence(torch.autograd.Function):
         h0i: Tensor,
         scale: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        log_mag = log_a.real if log_a.is_complex() else log_a  # (B, L, H), a strided view
-        magnitude = torch.exp(log_mag)  # (B, L, H), contiguous; exact 0 for log|a| = -inf
-        if log_a.is_complex():
-            ar, ai = magnitude * torch.cos(log_a.imag), magnitude * torch.sin(log_a.imag)  # (B, L, H)
-        else:
-            ar, ai = magnitude, torch.zeros_like(magnitude)
+        # (B, L, H, 2) (log|a|, phase) pairs, or (B, L, H) log|a|: the kernel forms a itself
+        log_a_real = torch.view_as_real(log_a.contiguous()) if log_a.is_complex() else log_a.contiguous()
         # the states are stored for the backward only when some input needs a gradient
         store = any(ctx.needs_input_grad)
         # ckr, cki: the state entering every 64-step chunk (the backward recomputes the rest)
-        y, fr, fi, ckr, cki = _siso_forward(q, k, v, ar, ai, h0r, h0i, scale, store)
+        y, fr, fi, ckr, cki = _siso_forward(q, k, v, log_a_real, h0r, h0i, scale, store)
         if store:
-            ctx.save_for_backward(q, k, v, ar, ai, ckr, cki)
+            ctx.save_for_backward(q, k, v, log_a_real, ckr, cki)
         ctx.scale = scale
         ctx.complex_log = log_a.is_complex()
         return y, fr, fi
@@ -138,13 +131,13 @@ class _FusedSisoRecurrence(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, dy: Tensor | None, dfr: Tensor | None, dfi: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        q, k, v, ar, ai, ckr, cki = ctx.saved_tensors
+        q, k, v, log_a_real, ckr, cki = ctx.saved_tensors
         B, _, H = q.shape
         dy = torch.zeros_like(q) if dy is None else dy.contiguous()
         dfr = q.new_zeros(B, H) if dfr is None else dfr.contiguous()
         dfi = q.new_zeros(B, H) if dfi is None else dfi.contiguous()
         dq, dk, dv, d_log_a, dh0r, dh0i = _siso_backward(
-            dy, q, k, v, ar, ai, ckr, cki, dfr, dfi, ctx.scale, ctx.complex_log
+            dy, q, k, v, log_a_real, ckr, cki, dfr, dfi, ctx.scale
         )
         if ctx.complex_log:
             d_log_a = torch.view_as_complex(d_log_a)  # (B, L, H): written interleaved by the kernel

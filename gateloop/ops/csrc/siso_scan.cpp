@@ -8,9 +8,10 @@
 // channels with SIMD. The work is memory-bound: one read of every input and one write of every
 // output per pass, instead of the ~100 full-tensor passes of the pure-PyTorch chunked form.
 //
-// The transitions a_n = e^{l_n} (cos theta_n, sin theta_n) are computed by PyTorch's vectorised
-// exp/cos/sin before the call (the scalar libm calls here would dominate the run time) and
-// passed as (ar, ai).
+// The kernel takes log a = l + i theta (interleaved, as a complex tensor's view_as_real, or l
+// alone for real positive a) and forms a_n = e^{l_n} (cos theta_n, sin theta_n) per block and
+// step with ATen's Vectorized<T> exp/cos/sin (SLEEF on AVX2; scalar libm elsewhere), so neither
+// pass stores or reloads the transitions.
 //
 // Backward (adjoint recurrence, PyTorch's complex-gradient convention g = dL/dRe + i dL/dIm):
 //   g_n  = scale dy_n q_n + conj(a_{n+1}) g_{n+1},  g_{L-1} starts from the final state's grad
@@ -22,6 +23,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -53,18 +55,44 @@ void check_bl_h(const torch::Tensor& t, const char* name, const torch::Tensor& l
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type());
 }
 
-template <typename T, bool kStore>
+// a = e^{l} (cos theta, sin theta) for `width` adjacent channels of one step. log_a points at
+// interleaved (l, theta) pairs when kPhase, else at l alone.
+template <typename T, bool kPhase>
+inline void transitions(const T* __restrict log_a, int64_t width, T* __restrict ar, T* __restrict ai) {
+  using Vec = at::vec::Vectorized<T>;
+  T lm[kBlock], th[kBlock];
+  for (int64_t j = 0; j < width; ++j) {
+    lm[j] = kPhase ? log_a[2 * j] : log_a[j];
+    th[j] = kPhase ? log_a[2 * j + 1] : T(0);
+  }
+  for (int64_t j = 0; j < width; j += Vec::size()) {
+    const auto count = static_cast<int>(std::min<int64_t>(Vec::size(), width - j));
+    const Vec magnitude = Vec::loadu(lm + j, count).exp();  // exact 0 for l = -inf
+    if constexpr (kPhase) {
+      const Vec theta = Vec::loadu(th + j, count);
+      (magnitude * theta.cos()).store(ar + j, count);
+      (magnitude * theta.sin()).store(ai + j, count);
+    } else {
+      magnitude.store(ar + j, count);
+      Vec(T(0)).store(ai + j, count);
+    }
+  }
+}
+
+template <typename T, bool kStore, bool kPhase>
 void forward_block(const T* __restrict q, const T* __restrict k, const T* __restrict v,
-                   const T* __restrict ar, const T* __restrict ai, const T* __restrict h0r,
+                   const T* __restrict log_a, const T* __restrict h0r,
                    const T* __restrict h0i, T* __restrict y, T* __restrict ckr, T* __restrict cki,
                    T* __restrict fr, T* __restrict fi, int64_t L, int64_t H, int64_t width, T scale) {
-  T sr[kBlock], si[kBlock];
+  constexpr int64_t kLogStride = kPhase ? 2 : 1;
+  T sr[kBlock], si[kBlock], ar[kBlock], ai[kBlock];
   for (int64_t j = 0; j < width; ++j) {
     sr[j] = h0r[j];
     si[j] = h0i[j];
   }
   for (int64_t n = 0; n < L; ++n) {
     const int64_t o = n * H;
+    transitions<T, kPhase>(log_a + o * kLogStride, width, ar, ai);
     if constexpr (kStore) {
       if (n % kChunk == 0) {  // checkpoint: the state entering this chunk
         for (int64_t j = 0; j < width; ++j) {
@@ -76,8 +104,8 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
 #pragma omp simd
     for (int64_t j = 0; j < width; ++j) {
       const T x = k[o + j] * v[o + j];
-      const T nr = ar[o + j] * sr[j] - ai[o + j] * si[j] + x;
-      const T ni = ar[o + j] * si[j] + ai[o + j] * sr[j];
+      const T nr = ar[j] * sr[j] - ai[j] * si[j] + x;
+      const T ni = ar[j] * si[j] + ai[j] * sr[j];
       sr[j] = nr;
       si[j] = ni;
       y[o + j] = scale * q[o + j] * nr;
@@ -92,16 +120,22 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
 // Walks the chunks from last to first: recomputes the chunk's states from its checkpoint into a
 // cache-resident buffer, then runs the adjoint recurrence over the chunk backwards. The inputs
 // the recompute reads are still in cache when the adjoint reads them again.
-// kLogStride = 2: dl and dtheta interleaved, i.e. written straight into a complex gradient.
-template <typename T, int64_t kLogStride>
+// kPhase: log a and its gradient are interleaved (l, theta) pairs, i.e. a complex tensor.
+template <typename T, bool kPhase>
 void backward_block(const T* __restrict dy, const T* __restrict q, const T* __restrict k,
-                    const T* __restrict v, const T* __restrict ar, const T* __restrict ai,
-                    const T* __restrict ckr, const T* __restrict cki, const T* __restrict dfr,
+                    const T* __restrict v, const T* __restrict log_a, const T* __restrict ckr, const T* __restrict cki, const T* __restrict dfr,
                     const T* __restrict dfi, T* __restrict dq, T* __restrict dk, T* __restrict dv,
                     T* __restrict dl, T* __restrict dth, T* __restrict dh0r, T* __restrict dh0i,
                     int64_t L, int64_t H, int64_t width, T scale) {
+  constexpr int64_t kLogStride = kPhase ? 2 : 1;
   T gr[kBlock], gi[kBlock];
-  T hr[kChunk][kBlock], hi[kChunk][kBlock];  // states of the current chunk
+  // the current chunk's states and transitions (4 x 16 KiB in float32: heap, not the stack of an
+  // OpenMP worker thread)
+  std::vector<T> buffer(4 * kChunk * kBlock);
+  T(*hr)[kBlock] = reinterpret_cast<T(*)[kBlock]>(buffer.data());
+  T(*hi)[kBlock] = hr + kChunk;
+  T(*ar)[kBlock] = hr + 2 * kChunk;
+  T(*ai)[kBlock] = hr + 3 * kChunk;
   for (int64_t j = 0; j < width; ++j) {
     gr[j] = dfr[j];
     gi[j] = dfi[j];
@@ -118,10 +152,13 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
       const T* __restrict pi = n > n0 ? hi[n - n0 - 1] : si0;
       T* __restrict cr = hr[n - n0];
       T* __restrict ci = hi[n - n0];
+      T* __restrict a_r = ar[n - n0];
+      T* __restrict a_i = ai[n - n0];
+      transitions<T, kPhase>(log_a + o * kLogStride, width, a_r, a_i);
 #pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        cr[j] = ar[o + j] * pr[j] - ai[o + j] * pi[j] + k[o + j] * v[o + j];
-        ci[j] = ar[o + j] * pi[j] + ai[o + j] * pr[j];
+        cr[j] = a_r[j] * pr[j] - a_i[j] * pi[j] + k[o + j] * v[o + j];
+        ci[j] = a_r[j] * pi[j] + a_i[j] * pr[j];
       }
     }
     for (int64_t n = n1 - 1; n >= n0; --n) {
@@ -129,6 +166,8 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
       const T* __restrict pr = n > n0 ? hr[n - n0 - 1] : sr0;  // h_{n-1}
       const T* __restrict pi = n > n0 ? hi[n - n0 - 1] : si0;
       const T* __restrict cr = hr[n - n0];  // h_n
+      const T* __restrict a_r = ar[n - n0];
+      const T* __restrict a_i = ai[n - n0];
 #pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
         const T sdy = scale * dy[o + j];
@@ -138,15 +177,15 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
         dk[o + j] = g_r * v[o + j];
         dv[o + j] = g_r * k[o + j];
         // p = a_n h_{n-1};  dl + i dtheta = g conj(p)
-        const T p_r = ar[o + j] * pr[j] - ai[o + j] * pi[j];
-        const T p_i = ar[o + j] * pi[j] + ai[o + j] * pr[j];
+        const T p_r = a_r[j] * pr[j] - a_i[j] * pi[j];
+        const T p_i = a_r[j] * pi[j] + a_i[j] * pr[j];
         dl[(o + j) * kLogStride] = g_r * p_r + g_i * p_i;
-        if constexpr (kLogStride == 2) {
+        if constexpr (kPhase) {
           dth[(o + j) * kLogStride] = g_i * p_r - g_r * p_i;
         }
         // g <- conj(a_n) g
-        gr[j] = ar[o + j] * g_r + ai[o + j] * g_i;
-        gi[j] = ar[o + j] * g_i - ai[o + j] * g_r;
+        gr[j] = a_r[j] * g_r + a_i[j] * g_i;
+        gi[j] = a_r[j] * g_i - a_i[j] * g_r;
       }
     }
   }
@@ -156,20 +195,33 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
   }
 }
 
+// log_a: [B, L, H, 2] (l, theta) pairs, i.e. a complex tensor's view_as_real, or [B, L, H] (l).
+bool check_log_a(const torch::Tensor& log_a, const torch::Tensor& q) {
+  const bool with_phase = log_a.dim() == 4;
+  TORCH_CHECK(log_a.is_contiguous() && log_a.scalar_type() == q.scalar_type(),
+              "log_a must be contiguous with q's dtype");
+  if (with_phase) {
+    TORCH_CHECK(log_a.size(3) == 2 && log_a.sizes().slice(0, 3) == q.sizes(), "log_a must be [B, L, H, 2], got ",
+                log_a.sizes());
+  } else {
+    TORCH_CHECK(log_a.sizes() == q.sizes(), "log_a must be [B, L, H], got ", log_a.sizes());
+  }
+  return with_phase;
+}
+
 // Returns (y, final_r, final_i, ck_r, ck_i): ck [B, ceil(L / kChunk), H] are the checkpointed
 // states for the backward (empty unless store_states).
 std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Tensor& k,
-                                        const torch::Tensor& v, const torch::Tensor& ar,
-                                        const torch::Tensor& ai, const torch::Tensor& h0r,
-                                        const torch::Tensor& h0i, double scale, bool store_states) {
+                                        const torch::Tensor& v, const torch::Tensor& log_a,
+                                        const torch::Tensor& h0r, const torch::Tensor& h0i, double scale,
+                                        bool store_states) {
   TORCH_CHECK(q.dim() == 3, "q must be [B, L, H], got ", q.sizes());
   TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble,
               "q must be float32 or float64, got ", q.scalar_type());
   check_bl_h(q, "q", q);
   check_bl_h(k, "k", q);
   check_bl_h(v, "v", q);
-  check_bl_h(ar, "ar", q);
-  check_bl_h(ai, "ai", q);
+  const bool with_phase = check_log_a(log_a, q);
   const Shape s = shape_of(q);
   TORCH_CHECK(h0r.sizes() == at::IntArrayRef({s.B, s.H}) && h0r.is_contiguous(), "h0r must be [B, H]");
   TORCH_CHECK(h0i.sizes() == at::IntArrayRef({s.B, s.H}) && h0i.is_contiguous(), "h0i must be [B, H]");
@@ -180,19 +232,21 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
   auto ckr = store_states ? torch::empty({s.B, chunks, s.H}, q.options()) : torch::empty({0}, q.options());
   auto cki = store_states ? torch::empty({s.B, chunks, s.H}, q.options()) : torch::empty({0}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "gateloop_siso_forward", [&] {
-    const scalar_t* pq = q.data_ptr<scalar_t>();
-    const scalar_t* pk = k.data_ptr<scalar_t>();
-    const scalar_t* pv = v.data_ptr<scalar_t>();
-    const scalar_t* par = ar.data_ptr<scalar_t>();
-    const scalar_t* pai = ai.data_ptr<scalar_t>();
-    const scalar_t* ph0r = h0r.data_ptr<scalar_t>();
-    const scalar_t* ph0i = h0i.data_ptr<scalar_t>();
-    scalar_t* py = y.data_ptr<scalar_t>();
-    scalar_t* pfr = fr.data_ptr<scalar_t>();
-    scalar_t* pfi = fi.data_ptr<scalar_t>();
-    scalar_t* pckr = store_states ? ckr.data_ptr<scalar_t>() : nullptr;
-    scalar_t* pcki = store_states ? cki.data_ptr<scalar_t>() : nullptr;
-    const auto sc = static_cast<scalar_t>(scale);
+    using T = scalar_t;
+    const T* pq = q.data_ptr<T>();
+    const T* pk = k.data_ptr<T>();
+    const T* pv = v.data_ptr<T>();
+    const T* pla = log_a.data_ptr<T>();
+    const T* ph0r = h0r.data_ptr<T>();
+    const T* ph0i = h0i.data_ptr<T>();
+    T* py = y.data_ptr<T>();
+    T* pfr = fr.data_ptr<T>();
+    T* pfi = fi.data_ptr<T>();
+    T* pckr = store_states ? ckr.data_ptr<T>() : nullptr;
+    T* pcki = store_states ? cki.data_ptr<T>() : nullptr;
+    const auto sc = static_cast<T>(scale);
+    auto* block = store_states ? (with_phase ? &forward_block<T, true, true> : &forward_block<T, true, false>)
+                               : (with_phase ? &forward_block<T, false, true> : &forward_block<T, false, false>);
     // one task per (batch row, channel block); at::parallel_for uses torch's intra-op pool, so
     // torch.set_num_threads governs it and nothing oversubscribes
     at::parallel_for(0, s.B * s.blocks, 1, [&](int64_t begin, int64_t end) {
@@ -203,33 +257,27 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
         const int64_t base = b * s.L * s.H + c0;
         const int64_t sb = b * s.H + c0;
         const int64_t cb = b * chunks * s.H + c0;
-        if (store_states) {
-          forward_block<scalar_t, true>(pq + base, pk + base, pv + base, par + base, pai + base,
-                                        ph0r + sb, ph0i + sb, py + base, pckr + cb, pcki + cb,
-                                        pfr + sb, pfi + sb, s.L, s.H, width, sc);
-        } else {
-          forward_block<scalar_t, false>(pq + base, pk + base, pv + base, par + base, pai + base,
-                                         ph0r + sb, ph0i + sb, py + base, nullptr, nullptr, pfr + sb,
-                                         pfi + sb, s.L, s.H, width, sc);
-        }
+        block(pq + base, pk + base, pv + base, pla + base * (with_phase ? 2 : 1), ph0r + sb, ph0i + sb,
+              py + base, store_states ? pckr + cb : nullptr, store_states ? pcki + cb : nullptr, pfr + sb,
+              pfi + sb, s.L, s.H, width, sc);
       }
     });
   });
   return {y, fr, fi, ckr, cki};
 }
 
-// Returns (dq, dk, dv, d_log_a, dh0r, dh0i). d_log_a is [B, L, H, 2] (dl, dtheta interleaved: a
-// complex tensor's view_as_real) when with_phase, else [B, L, H] (dl only).
+// Returns (dq, dk, dv, d_log_a, dh0r, dh0i); d_log_a has log_a's shape ([B, L, H, 2]: dl, dtheta
+// interleaved, a complex gradient's view_as_real).
 std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::Tensor& q,
                                          const torch::Tensor& k, const torch::Tensor& v,
-                                         const torch::Tensor& ar, const torch::Tensor& ai,
-                                         const torch::Tensor& ckr, const torch::Tensor& cki,
-                                         const torch::Tensor& dfr, const torch::Tensor& dfi,
-                                         double scale, bool with_phase) {
+                                         const torch::Tensor& log_a, const torch::Tensor& ckr,
+                                         const torch::Tensor& cki, const torch::Tensor& dfr,
+                                         const torch::Tensor& dfi, double scale) {
   TORCH_CHECK(q.dim() == 3, "q must be [B, L, H], got ", q.sizes());
-  for (const auto* t : {&dy, &k, &v, &ar, &ai}) {
+  for (const auto* t : {&dy, &k, &v}) {
     check_bl_h(*t, "tensor", q);
   }
+  const bool with_phase = check_log_a(log_a, q);
   const Shape s = shape_of(q);
   const int64_t chunks = (s.L + kChunk - 1) / kChunk;
   for (const auto* t : {&ckr, &cki}) {
@@ -242,11 +290,14 @@ std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::T
   auto dq = torch::empty_like(q);
   auto dk = torch::empty_like(q);
   auto dv = torch::empty_like(q);
-  auto d_log_a = with_phase ? torch::empty({s.B, s.L, s.H, 2}, q.options()) : torch::empty_like(q);
+  auto d_log_a = torch::empty_like(log_a);
   auto dh0r = torch::empty_like(dfr);
   auto dh0i = torch::empty_like(dfi);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "gateloop_siso_backward", [&] {
-    const auto sc = static_cast<scalar_t>(scale);
+    using T = scalar_t;
+    const auto sc = static_cast<T>(scale);
+    const int64_t stride = with_phase ? 2 : 1;
+    auto* block = with_phase ? &backward_block<T, true> : &backward_block<T, false>;
     at::parallel_for(0, s.B * s.blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / s.blocks;
@@ -255,16 +306,12 @@ std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::T
         const int64_t base = b * s.L * s.H + c0;
         const int64_t sb = b * s.H + c0;
         const int64_t cb = b * chunks * s.H + c0;
-        scalar_t* dl = d_log_a.data_ptr<scalar_t>() + base * (with_phase ? 2 : 1);
-        auto* block = with_phase ? &backward_block<scalar_t, 2> : &backward_block<scalar_t, 1>;
-        block(
-            dy.data_ptr<scalar_t>() + base, q.data_ptr<scalar_t>() + base, k.data_ptr<scalar_t>() + base,
-            v.data_ptr<scalar_t>() + base, ar.data_ptr<scalar_t>() + base, ai.data_ptr<scalar_t>() + base,
-            ckr.data_ptr<scalar_t>() + cb, cki.data_ptr<scalar_t>() + cb, dfr.data_ptr<scalar_t>() + sb,
-            dfi.data_ptr<scalar_t>() + sb,
-            dq.data_ptr<scalar_t>() + base, dk.data_ptr<scalar_t>() + base, dv.data_ptr<scalar_t>() + base,
-            dl, with_phase ? dl + 1 : nullptr,
-            dh0r.data_ptr<scalar_t>() + sb, dh0i.data_ptr<scalar_t>() + sb, s.L, s.H, width, sc);
+        T* dl = d_log_a.data_ptr<T>() + base * stride;
+        block(dy.data_ptr<T>() + base, q.data_ptr<T>() + base, k.data_ptr<T>() + base, v.data_ptr<T>() + base,
+              log_a.data_ptr<T>() + base * stride, ckr.data_ptr<T>() + cb, cki.data_ptr<T>() + cb,
+              dfr.data_ptr<T>() + sb, dfi.data_ptr<T>() + sb, dq.data_ptr<T>() + base, dk.data_ptr<T>() + base,
+              dv.data_ptr<T>() + base, dl, with_phase ? dl + 1 : nullptr, dh0r.data_ptr<T>() + sb,
+              dh0i.data_ptr<T>() + sb, s.L, s.H, width, sc);
       }
     });
   });
