@@ -1,7 +1,8 @@
 """Chunk-size sweep for ``mode="chunk"``: which default is fastest on the paper's shapes?
 
 Question: forward+backward time of ``gate_loop(..., chunk_size=c)`` for c in a range, on M1
-(multi-head, per-key complex a) and S2 (SISO), median of ``--repeats`` runs in one process.
+(multi-head, per-key complex a) and on S2 through the pure-PyTorch SISO path (the compiled SISO
+kernel has no chunks), median of ``--repeats`` runs in one process.
 
     python benchmarks/chunk_size.py
 """
@@ -9,33 +10,28 @@ Question: forward+backward time of ``gate_loop(..., chunk_size=c)`` for c in a r
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
+import os
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from op_speed import CASES, _make_inputs
-
 from gateloop import gate_loop
+
+from common import CASES, environment, header, make_op_inputs, median_time, write_results
+
+SWEEP_CASES = {"M1": "M1", "S2 (pure-PyTorch path)": "S2"}
 
 
 def time_chunk(case: str, chunk: int, repeats: int) -> float:
-    q, k, v, log_a = _make_inputs(CASES[case], per_head=False, requires_grad=True)
-    times = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
+    q, k, v, log_a = make_op_inputs(CASES[case], per_head=False, requires_grad=True)
+
+    def once() -> None:
         y, _ = gate_loop(q, k, v, log_a=log_a, chunk_size=chunk)
         y.backward(torch.ones_like(y))
-        if i:  # the first run warms up
-            times.append(time.perf_counter() - start)
         for t in (q, k, v, log_a):
             t.grad = None
-    return statistics.median(times)
+
+    return statistics.median(median_time(once, repeats))
 
 
 def main() -> None:
@@ -44,29 +40,27 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="16,32,64,128", help="comma list of chunk sizes")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", default="benchmarks/results/chunk_size.json")
     args = parser.parse_args()
     # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md)
     torch.set_flush_denormal(True)
+    os.environ["GATELOOP_NO_EXTENSION"] = "1"  # S2 through the chunked path; M1 has no kernel
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = {case: {c: time_chunk(case, c, args.repeats) for c in sizes} for case in CASES}
+    env = environment()
+    results = [
+        {"case": label, "chunk_size": c, "median_s": time_chunk(case, c, args.repeats)}
+        for label, case in SWEEP_CASES.items()
+        for c in sizes
+    ]
     lines = [
-        f"chunk_size sweep, fwd+bwd float32, {datetime.date.today()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, median of {args.repeats}",
+        header("chunk_size sweep, forward+backward, float32", env, f"median of {args.repeats}"),
         "",
         "| case | " + " | ".join(f"c={c}" for c in sizes) + " |",
         "|---|" + "---|" * len(sizes),
     ]
-    for case, row in results.items():
-        lines.append(f"| {case} | " + " | ".join(f"{row[c] * 1e3:.0f} ms" for c in sizes) + " |")
-    print("\n".join(lines))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"date": str(datetime.date.today()), "torch": torch.__version__, "results": results}, indent=2
-        )
-    )
+    for label in SWEEP_CASES:
+        row = {r["chunk_size"]: r["median_s"] for r in results if r["case"] == label}
+        lines.append(f"| {label} | " + " | ".join(f"{row[c] * 1e3:.0f} ms" for c in sizes) + " |")
+    write_results("chunk_size", env, results, "\n".join(lines))
 
 
 if __name__ == "__main__":

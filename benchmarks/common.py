@@ -155,11 +155,21 @@ def recurrent_minimum(shape: dict[str, int], *, per_head: bool, backward: bool) 
     return {"flops": flops, "bytes": 4.0 * io}
 
 
-def run_isolated(script: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """Run ``python script --worker ...args`` in a fresh process; its last stdout line is JSON."""
+def run_isolated(
+    script: str, args: list[str], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``python script --worker ...args`` in a fresh process (with ``env`` added to the
+    environment); its last stdout line is JSON."""
     cmd = [sys.executable, script, "--worker", *args]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
     except subprocess.TimeoutExpired:
         return {"skipped": f"timed out after {timeout:.0f} s"}
     if out.returncode != 0:
@@ -204,7 +214,9 @@ def infeasible(impl: str, shape: dict[str, int], backward: bool) -> str | None:
     if impl == "chunk-pytorch" and (dk, dv) != (1, 1):
         return "same as chunk (no compiled kernel for dk > 1)"
     if impl in ("attention", "softmax"):
-        need = B * H * L * L * dk * 16 * (3 if backward else 1)  # complex (L, L, dk) decays
+        # complex (L, L, dk) decays, about three live at once (S1 forward at a 1x estimate of
+        # 8.6 GB was killed for memory on a 24 GiB machine)
+        need = B * H * L * L * dk * 16 * 3
         if need > MEMORY_LIMIT:
             return f"skipped: O(L² dk) decays need ~{need / 1e9:.0f} GB"
     if impl == "scan":

@@ -4,9 +4,12 @@ Question: how much memory beyond its inputs does each implementation need on the
 (M1, S2, S1), next to lucidrains' ``gate_loop_operator`` and next to the least any
 implementation must hold (inputs, output and, for the backward, the gradients)?
 
-Each (case, implementation, pass) runs in a fresh process: the reported peak is the growth of
-that process's max RSS over its baseline once the inputs exist, after one warm-up and one
-measured call.
+Each (case, implementation, pass) runs in a fresh process with glibc told to ``mmap`` every
+allocation of 64 KiB or more (``MALLOC_MMAP_THRESHOLD_=65536``), so that freed tensors leave the
+resident set at once and it tracks the live tensors. After the inputs exist and one warm-up call
+(which also loads the compiled kernel), the peak-RSS counter is reset (``/proc/self/clear_refs``);
+the reported peak is the growth of the resident set over that baseline during one measured call
+(Linux only).
 
     python benchmarks/op_memory.py
 """
@@ -14,9 +17,11 @@ measured call.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import resource
+import re
 import sys
+from pathlib import Path
 
 from common import (
     CASES,
@@ -31,15 +36,25 @@ from common import (
 )
 
 PASSES = ("fwd", "fwd+bwd")
+# every allocation of 64 KiB or more is its own mmap: freed memory leaves the resident set at once
+TRACK_LIVE = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match, f"{field} missing from /proc/self/status"
+    return int(match.group(1))
 
 
 def worker(case: str, impl: str, pass_: str) -> dict[str, object]:
     once = op_call(impl, CASES[case], pass_ == "fwd+bwd")
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    once()  # warm-up: lazy imports, the compiled kernel, allocator state
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
+    baseline = _status_kib("VmRSS")
     once()
-    once()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_bytes": max(peak - baseline, 0)}
+    peak = _status_kib("VmHWM")
+    return {"peak_bytes": max(peak - baseline, 0) * 1024}
 
 
 def least_bytes(shape: dict[str, int], backward: bool) -> float:
@@ -80,7 +95,7 @@ def main() -> None:
                 r = (
                     {"skipped": reason}
                     if reason
-                    else run_isolated(__file__, [case, impl, pass_], args.timeout)
+                    else run_isolated(__file__, [case, impl, pass_], args.timeout, env=TRACK_LIVE)
                 )
                 r.update({"case": case, "impl": impl, "pass": pass_, **CASES[case]})
                 results.append(r)
@@ -91,7 +106,7 @@ def main() -> None:
                 )
 
     lines = [
-        header("Op peak memory (RSS growth), float32", env),
+        header("Op peak memory (resident-set growth during one call), float32", env),
         "",
         "| case | implementation | fwd | fwd+bwd | peer / ours (fwd+bwd) |",
         "|---|---|---|---|---|",
