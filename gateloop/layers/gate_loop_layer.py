@@ -282,8 +282,9 @@ class GateLoop(nn.Module):
         # why the cast: the activations run in float32 at least, so that bf16 activations do not
         # round gates near |a| = 1 to exactly 1
         work = torch.promote_types(x.dtype, torch.float32)
-        log_mag = x.new_zeros(shape, dtype=work)
-        if self._has_alpha:
+        if not self._has_alpha:
+            log_mag = x.new_zeros(shape, dtype=work)  # |a| = 1
+        else:
             if self.alpha_proj is not None:
                 alpha = self.alpha_proj(x).to(work).view(shape)
             else:
