@@ -176,3 +176,40 @@ def test_siso_under_torch_compile() -> None:
     grads = torch.autograd.grad(compiled(q, k, v, log_a), (q, k, v, log_a))
     for a, b in zip(eager, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_siso_same_bits_for_any_thread_count() -> None:
+    """Channel blocks are independent tasks on torch's pool: 1 or 2 threads give identical bits."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(3, 200, 130, 1, generator=g, requires_grad=True) for _ in range(3))
+    log_a = torch.complex(-torch.rand(3, 200, 130, 1, generator=g), torch.randn(3, 200, 130, 1, generator=g))
+    log_a.requires_grad_(True)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y, _ = gate_loop(q, k, v, log_a=log_a)
+            results.append((y, *torch.autograd.grad(y.square().sum(), (q, k, v, log_a))))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No compiler (or any build error): a RuntimeWarning that says why, then the pure-PyTorch path."""
+    from gateloop.ops import _extension
+
+    def broken(source: str) -> None:
+        raise OSError("g++: command not found")
+
+    monkeypatch.setattr(_extension, "_build", broken)
+    monkeypatch.setattr(_extension, "_LOADED", {})
+    x = torch.randn(1, 9, 2, 1, dtype=torch.float64)
+    log_a = torch.complex(-x.abs(), x)
+    with pytest.warns(RuntimeWarning, match="g\\+\\+: command not found"):
+        y, _ = gate_loop(x, x, x, log_a=log_a)
+    with pure_pytorch():
+        ref, _ = gate_loop(x, x, x, log_a=log_a)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
