@@ -61,6 +61,13 @@ def _double(t: Tensor, doubled: bool) -> Tensor:
     return torch.cat([t, t], dim=-1)
 
 
+def _rotate_scale(t: Tensor, cos: Tensor | None, msin: Tensor | None, scale: Tensor) -> Tensor:
+    """[t cos Φ · s, -t sin Φ · s] (the doubled key), or t · s when nothing rotates (real t)."""
+    if cos is None or msin is None:
+        return t * scale
+    return torch.cat([t * (cos * scale), t * (msin * scale)], dim=-1)
+
+
 def _pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
     """Exact diagonal-block scores Σ_d q'_nd k'_md e^{G_nd - G_md} for a batch of chunks.
 
@@ -122,44 +129,54 @@ def gate_loop_chunk(
     N = lc.shape[2]
     G = torch.cumsum(lc, dim=-2)  # (B, H, N, c, d): chunk-local, <= 0 for |a| <= 1
     Phi = None if phase is None else torch.cumsum(to_chunks(phase, c), dim=-2)  # (B, H, N, c, d)
-    q2, k2, doubled = _realify(to_chunks(q, c), to_chunks(k, c), Phi)  # (B, H, N, c, dk')
+    qc, kc = to_chunks(q, c), to_chunks(k, c)  # (B, H, N, c, dk)
     vc = to_chunks(v, c)  # (B, H, N, c, dv)
 
-    G2 = _double(G, doubled)  # (B, H, N, c, dk'|1)
-    G_last = G2[..., -1:, :]  # (B, H, N, 1, dk'|1)
-    q_dec = q2 * torch.exp(G2)  # (B, H, N, c, dk'): q' e^{G_n}, exponent <= 0
-    k_end = k2 * torch.exp(G_last - G2)  # (B, H, N, c, dk'): k' e^{G_T - G_m}, exponent <= 0
-
-    # intra-chunk scores; factorised where the chunk's decay range is safe
     limit = safe_range(real)
-    unsafe = (-G).amax(dim=(-2, -1)) > limit  # (B, H, N)
+    G_last = G[..., -1:, :]  # (B, H, N, 1, d)
+    e_q = torch.exp(G)  # (B, H, N, c, d): e^{G_n} <= 1
+    e_end = torch.exp(G_last - G)  # (B, H, N, c, d): e^{G_T - G_m} <= 1
     # why the clamp: in unsafe chunks e^{-G} could overflow (and inf * 0 = NaN in the backward);
     # those chunks' scores are replaced below, so the clamped values never reach the output
-    k_inc = k2 * torch.exp((-G2).clamp(max=limit))  # (B, H, N, c, dk')
+    e_inc = torch.exp((-G).clamp(max=limit))  # (B, H, N, c, d)
+    if q.is_complex() or k.is_complex():
+        q2, k2, doubled = _realify(qc, kc, Phi)  # (B, H, N, c, dk')
+        q_dec, k_end, k_inc = (t * _double(e, doubled) for t, e in ((q2, e_q), (k2, e_end), (k2, e_inc)))
+    else:
+        # the decays folded into the rotation at the (undoubled) key width: q' e^{G_n} =
+        # [q cos Φ e^{G}, -q sin Φ e^{G}], one full-width pass per output instead of three
+        doubled = Phi is not None
+        cos, msin = (torch.cos(Phi), -torch.sin(Phi)) if Phi is not None else (None, None)
+        q_dec = _rotate_scale(qc, cos, msin, e_q)  # (B, H, N, c, dk'): q' e^{G_n}
+        k_end = _rotate_scale(kc, cos, msin, e_end)  # (B, H, N, c, dk'): k' e^{G_T - G_m}
+        k_inc = _rotate_scale(kc, cos, msin, e_inc)  # (B, H, N, c, dk'): k' e^{-G_m}
+
+    # intra-chunk scores; factorised where the chunk's decay range is safe
+    unsafe = (-G).amax(dim=(-2, -1)) > limit  # (B, H, N)
     scores = q_dec @ k_inc.transpose(-1, -2)  # (B, H, N, c, c)
     if bool(unsafe.any()):
         idx = unsafe.flatten().nonzero().squeeze(1)  # (n_unsafe,)
-        exact = _pairwise_scores(
-            q2.flatten(0, 2).index_select(0, idx),
-            k2.flatten(0, 2).index_select(0, idx),
-            lc.flatten(0, 2).index_select(0, idx),
-            doubled,
-        )  # (n_unsafe, c, c)
+
+        def rows(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.flatten(0, 2).index_select(0, idx)
+
+        q2_u, k2_u, _ = _realify(rows(qc), rows(kc), rows(Phi))  # type: ignore[arg-type]
+        exact = _pairwise_scores(q2_u, k2_u, rows(lc), doubled)  # type: ignore[arg-type]  # (n_unsafe, c, c)
         scores = scores.flatten(0, 2).index_copy(0, idx, exact).view(B, H, N, c, c)
     causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
     scores = torch.where(causal, scores, torch.zeros((), dtype=scores.dtype, device=q.device))
     y = scores @ vc  # (B, H, N, c, dv)
 
     # inter-chunk: carry the state S = [Re h; Im h] (doubled) or Re h (real case) across chunks
-    dk2 = q2.shape[-1]
+    dk2 = q_dec.shape[-1]
     chunk_kv = k_end.transpose(-1, -2) @ vc  # (B, H, N, dk', dv): Σ_m (k' e^{G_T - G_m})ᵀ v_m
-    chunk_decay = torch.exp(G_last).transpose(-1, -2)  # (B, H, N, dk'|1, 1)
+    chunk_decay = _double(torch.exp(G_last), doubled).transpose(-1, -2)  # (B, H, N, dk'|1, 1)
     if doubled:
         last_phase = Phi[..., -1, :] if Phi is not None else torch.zeros_like(G[..., -1, :])
         cos_t = torch.cos(last_phase)[..., None]  # (B, H, N, dk|1, 1)
         sin_t = torch.sin(last_phase)[..., None]
     if initial_state is None:
-        S = q2.new_zeros(B, H, dk2, dv)
+        S = q_dec.new_zeros(B, H, dk2, dv)
     elif doubled:
         S = torch.cat([initial_state.real, initial_state.imag], dim=-2)  # (B, H, 2dk, dv)
     else:
