@@ -213,3 +213,15 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatc
     with pure_pytorch():
         ref, _ = gate_loop(x, x, x, log_a=log_a)
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_double_backward_is_refused_not_wrong() -> None:
+    """The kernel is first-order: differentiating its backward raises, naming the op."""
+    x = torch.randn(1, 9, 2, 1, dtype=torch.float64, requires_grad=True)
+    log_a = torch.complex(
+        -torch.rand(1, 9, 2, 1, dtype=torch.float64), torch.randn(1, 9, 2, 1, dtype=torch.float64)
+    )
+    y, _ = gate_loop(x, x, x, log_a=log_a)
+    (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="siso_backward"):
+        g.sum().backward()

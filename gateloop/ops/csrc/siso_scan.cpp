@@ -35,8 +35,8 @@ namespace {
 // and 64 float32 channels = 256 contiguous bytes per tensor per step, whole cache lines.
 constexpr int64_t kBlock = 64;
 // Steps between state checkpoints: the forward keeps the state entering every chunk of kChunk
-// steps (1/kChunk of a full state history); the backward recomputes one chunk's states at a
-// time into a kChunk x kBlock buffer (32 KiB in float32, in L1/L2).
+// steps (1/kChunk of a full state history); the backward recomputes one chunk's states and
+// transitions at a time into kChunk x kBlock buffers (64 KiB in float32, in L2).
 constexpr int64_t kChunk = 64;
 
 struct Shape {
