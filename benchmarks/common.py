@@ -7,6 +7,7 @@ subprocess (``run_isolated``); times are medians after a warm-up.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,18 @@ def run_isolated(
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["?"]
         return {"skipped": f"failed: {tail[0][:160]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def comma_choices(
+    parser: argparse.ArgumentParser, flag: str, value: str, allowed: Iterable[str], noun: str
+) -> list[str]:
+    """The comma list ``value`` given for ``flag``, each item checked against ``allowed``."""
+    allowed = list(allowed)
+    names = value.split(",")
+    for name in names:
+        if name not in allowed:
+            parser.error(f"{flag}: unknown {noun} {name!r}; choose from {', '.join(allowed)}")
+    return names
 
 
 def fmt_time(seconds: float | None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from common import environment, fmt_time, header, run_isolated, write_results
+from common import comma_choices, environment, fmt_time, header, run_isolated, write_results
 
 MODELS = ("gateloop", "transformer")
 PROMPTS = (128, 512, 2048, 8192)
@@ -72,10 +72,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.tokens)))
         return
-    models, prompts = args.models.split(","), [int(p) for p in args.prompts.split(",")]
-    for name in models:
-        if name not in MODELS:
-            parser.error(f"--models: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    models = comma_choices(parser, "--models", args.models, MODELS, "model")
+    prompts = [int(p) for p in args.prompts.split(",")]
     env = environment()
     results = []
     for name in models:

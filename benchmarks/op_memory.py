@@ -26,6 +26,7 @@ from pathlib import Path
 from common import (
     CASES,
     IMPLS,
+    comma_choices,
     environment,
     fmt_mib,
     header,
@@ -78,13 +79,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return
-    cases, impls = args.cases.split(","), args.impls.split(",")
-    for name in cases:
-        if name not in CASES:
-            parser.error(f"--cases: unknown case {name!r}; choose from {', '.join(CASES)}")
-    for name in impls:
-        if name not in IMPLS:
-            parser.error(f"--impls: unknown implementation {name!r}; choose from {', '.join(IMPLS)}")
+    cases = comma_choices(parser, "--cases", args.cases, CASES, "case")
+    impls = comma_choices(parser, "--impls", args.impls, IMPLS, "implementation")
 
     env = environment()
     results: list[dict[str, object]] = []

@@ -16,12 +16,14 @@ Each (case, implementation, pass) runs in a fresh process; times are medians of 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 
 from common import (
     CASES,
     IMPLS,
+    comma_choices,
     environment,
     fmt_time,
     header,
@@ -54,15 +56,10 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("CASE", "IMPL", "PASS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(__import__("json").dumps(worker(*args.worker, repeats=args.repeats)))
+        print(json.dumps(worker(*args.worker, repeats=args.repeats)))
         return
-    cases, impls = args.cases.split(","), args.impls.split(",")
-    for name in cases:
-        if name not in CASES:
-            parser.error(f"--cases: unknown case {name!r}; choose from {', '.join(CASES)}")
-    for name in impls:
-        if name not in IMPLS:
-            parser.error(f"--impls: unknown implementation {name!r}; choose from {', '.join(IMPLS)}")
+    cases = comma_choices(parser, "--cases", args.cases, CASES, "case")
+    impls = comma_choices(parser, "--impls", args.impls, IMPLS, "implementation")
 
     env = environment()
     ceilings = machine_ceilings()

@@ -18,6 +18,7 @@ import sys
 
 from common import (
     RESULTS,
+    comma_choices,
     environment,
     fmt_time,
     header,
@@ -79,10 +80,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats)))
         return
-    modes = args.modes.split(",")
-    for name in modes:
-        if name not in MODES:
-            parser.error(f"--modes: unknown mode {name!r}; choose from {', '.join(MODES)}")
+    modes = comma_choices(parser, "--modes", args.modes, MODES, "mode")
     lengths = [int(x) for x in args.lengths.split(",")]
 
     env = environment()

@@ -25,7 +25,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common import environment, fmt_time, header, median_time, peer_operator, run_isolated, write_results
+from common import (
+    comma_choices,
+    environment,
+    fmt_time,
+    header,
+    median_time,
+    peer_operator,
+    run_isolated,
+    write_results,
+)
 
 LM_SHAPE = {"d_model": 384, "n_layer": 8, "n_head": 384, "d_channel_mixing": 1152, "vocab_size": 8192}
 TOKENS_PER_STEP = 8192
@@ -112,10 +121,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.repeats)))
         return
-    names = args.rows.split(",")
-    for name in names:
-        if name not in ROWS:
-            parser.error(f"--rows: unknown row {name!r}; choose from {', '.join(ROWS)}")
+    names = comma_choices(parser, "--rows", args.rows, ROWS, "row")
     env = environment()
     results = []
     for name in names:
