@@ -17,7 +17,7 @@ import torch
 
 from gateloop import gate_loop
 
-from common import CASES, environment, header, make_op_inputs, median_time, write_results
+from common import CASES, environment, header, make_op_inputs, median_time, prepare_worker, write_results
 
 SWEEP_CASES = {"M1": "M1", "S2 (pure-PyTorch path)": "S2"}
 
@@ -41,9 +41,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="16,32,64,128", help="comma list of chunk sizes")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md)
-    torch.set_flush_denormal(True)
     os.environ["GATELOOP_NO_EXTENSION"] = "1"  # S2 through the chunked path; M1 has no kernel
+    prepare_worker()
     sizes = [int(s) for s in args.sizes.split(",")]
     env = environment()
     results = [

@@ -240,12 +240,22 @@ def infeasible(impl: str, shape: dict[str, int], backward: bool) -> str | None:
     return None
 
 
+def prepare_worker() -> None:
+    """Set-up every measuring process does before its first timed call."""
+    from gateloop.ops._extension import load_extension
+
+    # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md)
+    torch.set_flush_denormal(True)
+    # build/load the compiled SISO kernel now, so a first-use build (~25 s) never lands in a timed
+    # call (a slow warm-up counts as a run); a no-op under GATELOOP_NO_EXTENSION
+    load_extension("siso_scan.cpp")
+
+
 def op_call(impl: str, shape: dict[str, int], backward: bool) -> Callable[[], None]:
     """One forward (no grad) or forward+backward of ``impl`` on fresh inputs of ``shape``."""
     if impl == "chunk-pytorch":
         os.environ["GATELOOP_NO_EXTENSION"] = "1"  # this process only (workers are fresh)
-    # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md)
-    torch.set_flush_denormal(True)
+    prepare_worker()
     per_head = impl in ("peer", "chunk-per-head-a")
     q, k, v, log_a = make_op_inputs(shape, per_head=per_head, requires_grad=backward)
     if impl == "peer":

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from common import comma_choices, environment, fmt_time, header, run_isolated, write_results
+from common import comma_choices, environment, fmt_time, header, prepare_worker, run_isolated, write_results
 
 MODELS = ("gateloop", "transformer")
 PROMPTS = (128, 512, 2048, 8192)
@@ -30,8 +30,7 @@ PROMPTS = (128, 512, 2048, 8192)
 def worker(model_name: str, prompt: int, tokens: int) -> dict[str, Any]:
     from gateloop.models import GateLoopConfig, GateLoopLM, TransformerConfig, TransformerLM
 
-    # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md)
-    torch.set_flush_denormal(True)
+    prepare_worker()
     torch.manual_seed(0)
     if model_name == "gateloop":
         model: torch.nn.Module = GateLoopLM(GateLoopConfig.wikitext103_125m())

@@ -32,6 +32,7 @@ from common import (
     header,
     median_time,
     peer_operator,
+    prepare_worker,
     run_isolated,
     write_results,
 )
@@ -79,8 +80,7 @@ def _build(row: dict[str, Any]) -> tuple[torch.nn.Module, int, int]:
 
 
 def worker(name: str, repeats: int) -> dict[str, Any]:
-    # why: decays drift into subnormals, ~100x slower on CPU (NUMERICS.md); the trainer does the same
-    torch.set_flush_denormal(True)
+    prepare_worker()
     row = ROWS[name]
     model, vocab, classes = _build(row)
     g = torch.Generator().manual_seed(1)
