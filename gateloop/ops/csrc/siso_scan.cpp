@@ -40,12 +40,33 @@ constexpr int64_t kBlock = 64;
 constexpr int64_t kChunk = 64;
 
 struct Shape {
-  int64_t B, L, H, blocks;
+  int64_t B, L, H, blocks, chunks;  // blocks of kBlock channels, chunks of kChunk steps
 };
 
 Shape shape_of(const torch::Tensor& t) {
-  const int64_t H = t.size(2);
-  return {t.size(0), t.size(1), H, (H + kBlock - 1) / kBlock};
+  const int64_t L = t.size(1), H = t.size(2);
+  return {t.size(0), L, H, (H + kBlock - 1) / kBlock, (L + kChunk - 1) / kChunk};
+}
+
+// One task: a batch row's block of adjacent channels, as offsets of its first channel.
+struct Block {
+  int64_t width;  // channels in the block (the last one may be partial)
+  int64_t seq;    // into [B, L, H]
+  int64_t state;  // into [B, H]
+  int64_t ckpt;   // into [B, chunks, H]
+};
+
+// Runs f(Block) for every (batch row, channel block) on at::parallel_for: torch's intra-op pool,
+// so torch.set_num_threads governs it and nothing oversubscribes.
+template <typename F>
+void for_each_block(const Shape& s, const F& f) {
+  at::parallel_for(0, s.B * s.blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / s.blocks;
+      const int64_t c0 = (task % s.blocks) * kBlock;
+      f(Block{std::min(kBlock, s.H - c0), b * s.L * s.H + c0, b * s.H + c0, b * s.chunks * s.H + c0});
+    }
+  });
 }
 
 void check_bl_h(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
@@ -228,9 +249,8 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
   auto y = torch::empty_like(q);
   auto fr = torch::empty_like(h0r);
   auto fi = torch::empty_like(h0i);
-  const int64_t chunks = (s.L + kChunk - 1) / kChunk;
-  auto ckr = store_states ? torch::empty({s.B, chunks, s.H}, q.options()) : torch::empty({0}, q.options());
-  auto cki = store_states ? torch::empty({s.B, chunks, s.H}, q.options()) : torch::empty({0}, q.options());
+  auto ckr = store_states ? torch::empty({s.B, s.chunks, s.H}, q.options()) : torch::empty({0}, q.options());
+  auto cki = store_states ? torch::empty({s.B, s.chunks, s.H}, q.options()) : torch::empty({0}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "gateloop_siso_forward", [&] {
     using T = scalar_t;
     const T* pq = q.data_ptr<T>();
@@ -247,20 +267,10 @@ std::vector<torch::Tensor> siso_forward(const torch::Tensor& q, const torch::Ten
     const auto sc = static_cast<T>(scale);
     auto* block = store_states ? (with_phase ? &forward_block<T, true, true> : &forward_block<T, true, false>)
                                : (with_phase ? &forward_block<T, false, true> : &forward_block<T, false, false>);
-    // one task per (batch row, channel block); at::parallel_for uses torch's intra-op pool, so
-    // torch.set_num_threads governs it and nothing oversubscribes
-    at::parallel_for(0, s.B * s.blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / s.blocks;
-        const int64_t c0 = (task % s.blocks) * kBlock;
-        const int64_t width = std::min(kBlock, s.H - c0);
-        const int64_t base = b * s.L * s.H + c0;
-        const int64_t sb = b * s.H + c0;
-        const int64_t cb = b * chunks * s.H + c0;
-        block(pq + base, pk + base, pv + base, pla + base * (with_phase ? 2 : 1), ph0r + sb, ph0i + sb,
-              py + base, store_states ? pckr + cb : nullptr, store_states ? pcki + cb : nullptr, pfr + sb,
-              pfi + sb, s.L, s.H, width, sc);
-      }
+    for_each_block(s, [&](const Block& t) {
+      block(pq + t.seq, pk + t.seq, pv + t.seq, pla + t.seq * (with_phase ? 2 : 1), ph0r + t.state,
+            ph0i + t.state, py + t.seq, store_states ? pckr + t.ckpt : nullptr,
+            store_states ? pcki + t.ckpt : nullptr, pfr + t.state, pfi + t.state, s.L, s.H, t.width, sc);
     });
   });
   return {y, fr, fi, ckr, cki};
@@ -279,9 +289,8 @@ std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::T
   }
   const bool with_phase = check_log_a(log_a, q);
   const Shape s = shape_of(q);
-  const int64_t chunks = (s.L + kChunk - 1) / kChunk;
   for (const auto* t : {&ckr, &cki}) {
-    TORCH_CHECK(t->sizes() == at::IntArrayRef({s.B, chunks, s.H}) && t->is_contiguous(),
+    TORCH_CHECK(t->sizes() == at::IntArrayRef({s.B, s.chunks, s.H}) && t->is_contiguous(),
                 "checkpoints must be [B, ceil(L / 64), H]");
   }
   for (const auto* t : {&dfr, &dfi}) {
@@ -298,21 +307,13 @@ std::vector<torch::Tensor> siso_backward(const torch::Tensor& dy, const torch::T
     const auto sc = static_cast<T>(scale);
     const int64_t stride = with_phase ? 2 : 1;
     auto* block = with_phase ? &backward_block<T, true> : &backward_block<T, false>;
-    at::parallel_for(0, s.B * s.blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / s.blocks;
-        const int64_t c0 = (task % s.blocks) * kBlock;
-        const int64_t width = std::min(kBlock, s.H - c0);
-        const int64_t base = b * s.L * s.H + c0;
-        const int64_t sb = b * s.H + c0;
-        const int64_t cb = b * chunks * s.H + c0;
-        T* dl = d_log_a.data_ptr<T>() + base * stride;
-        block(dy.data_ptr<T>() + base, q.data_ptr<T>() + base, k.data_ptr<T>() + base, v.data_ptr<T>() + base,
-              log_a.data_ptr<T>() + base * stride, ckr.data_ptr<T>() + cb, cki.data_ptr<T>() + cb,
-              dfr.data_ptr<T>() + sb, dfi.data_ptr<T>() + sb, dq.data_ptr<T>() + base, dk.data_ptr<T>() + base,
-              dv.data_ptr<T>() + base, dl, with_phase ? dl + 1 : nullptr, dh0r.data_ptr<T>() + sb,
-              dh0i.data_ptr<T>() + sb, s.L, s.H, width, sc);
-      }
+    for_each_block(s, [&](const Block& t) {
+      T* dl = d_log_a.data_ptr<T>() + t.seq * stride;
+      block(dy.data_ptr<T>() + t.seq, q.data_ptr<T>() + t.seq, k.data_ptr<T>() + t.seq, v.data_ptr<T>() + t.seq,
+            log_a.data_ptr<T>() + t.seq * stride, ckr.data_ptr<T>() + t.ckpt, cki.data_ptr<T>() + t.ckpt,
+            dfr.data_ptr<T>() + t.state, dfi.data_ptr<T>() + t.state, dq.data_ptr<T>() + t.seq,
+            dk.data_ptr<T>() + t.seq, dv.data_ptr<T>() + t.seq, dl, with_phase ? dl + 1 : nullptr,
+            dh0r.data_ptr<T>() + t.state, dh0i.data_ptr<T>() + t.state, s.L, s.H, t.width, sc);
     });
   });
   return {dq, dk, dv, d_log_a, dh0r, dh0i};
