@@ -89,7 +89,12 @@ def _build(source: str) -> ModuleType:
 
     path = _CSRC / source
     tag, arch = _arch_flags()
-    digest = hashlib.sha256(path.read_bytes() + tag.encode() + str(_openmp_flags()).encode()).hexdigest()[:12]
+    openmp = _openmp_flags()
+    # why -O3 and the ISA flags: the kernels are plain loops written for the auto-vectoriser;
+    # no -ffast-math, so IEEE semantics (a == 0, inf) stay exact
+    cflags = ["-O3", "-fopenmp-simd", *arch, *openmp]
+    # the name changes with the source and every flag, so a cached build always matches both
+    digest = hashlib.sha256(path.read_bytes() + " ".join([tag, *cflags]).encode()).hexdigest()[:12]
     name = f"gateloop_{path.stem}_{tag}_{digest}"
     # ninja from the `ninja` wheel lives beside this interpreter, which may not be on PATH
     scripts = sysconfig.get_path("scripts")
@@ -100,9 +105,7 @@ def _build(source: str) -> ModuleType:
     return cpp_extension.load(
         name=name,
         sources=[str(path)],
-        # why -O3 and the ISA flags: the kernels are plain loops written for the auto-vectoriser;
-        # no -ffast-math, so IEEE semantics (a == 0, inf) stay exact
-        extra_cflags=["-O3", "-fopenmp-simd", *arch, *_openmp_flags()],
-        extra_ldflags=_openmp_flags(),
+        extra_cflags=cflags,
+        extra_ldflags=openmp,
         verbose=False,
     )
