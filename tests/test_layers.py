@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gateloop import gate_loop
-from gateloop.layers import GateLoop, is_transition_parameter
+from gateloop.layers import CausalSelfAttention, FeedForward, GateLoop, is_transition_parameter
 
 from helpers import assert_close
 
@@ -67,14 +67,14 @@ def test_initial_magnitudes_follow_magnitude_init() -> None:
     layer = GateLoop(32, n_head=4, magnitude_init=(0.95, 0.99))
     with torch.no_grad():
         layer.alpha_proj.weight.zero_()
-        mags = torch.exp(layer.transitions(torch.randn(1, 3, 32)).real)
+        mags = torch.exp(layer.log_transitions(torch.randn(1, 3, 32)).real)
     assert mags.min() >= 0.95 - 1e-6 and mags.max() <= 0.99 + 1e-6
 
 
 def test_data_controlled_false_is_input_independent() -> None:
     layer = GateLoop(16, n_head=2, data_controlled=False)
-    t1 = layer.transitions(torch.randn(2, 9, 16))
-    t2 = layer.transitions(torch.randn(2, 9, 16))
+    t1 = layer.log_transitions(torch.randn(2, 9, 16))
+    t2 = layer.log_transitions(torch.randn(2, 9, 16))
     assert torch.equal(t1, t2)
     assert t1.shape == (2, 9, 2, 8)
     assert layer.alpha_proj is None and layer.alpha is not None
@@ -83,24 +83,24 @@ def test_data_controlled_false_is_input_independent() -> None:
 def test_data_controlled_true_depends_on_input() -> None:
     layer = GateLoop(16, n_head=2)
     assert not torch.allclose(
-        layer.transitions(torch.randn(1, 4, 16)), layer.transitions(torch.randn(1, 4, 16))
+        layer.log_transitions(torch.randn(1, 4, 16)), layer.log_transitions(torch.randn(1, 4, 16))
     )
 
 
 def test_phase_none_is_real() -> None:
     layer = GateLoop(16, n_head=2, phase_activation="none")
-    assert not layer.transitions(torch.randn(1, 4, 16)).is_complex()
+    assert not layer.log_transitions(torch.randn(1, 4, 16)).is_complex()
     assert layer.beta_proj is None
 
 
 def test_magnitude_none_never_forgets() -> None:
     layer = GateLoop(16, n_head=2, magnitude_activation="none", phase_activation="none")
-    assert torch.equal(layer.transitions(torch.randn(1, 4, 16)), torch.zeros(1, 4, 2, 8))
+    assert torch.equal(layer.log_transitions(torch.randn(1, 4, 16)), torch.zeros(1, 4, 2, 8))
 
 
 def test_lru_activation_and_ring_init() -> None:
     layer = GateLoop.lru_like(32, n_head=4)
-    log_a = layer.transitions(torch.randn(1, 2, 32))
+    log_a = layer.log_transitions(torch.randn(1, 2, 32))
     mags = torch.exp(log_a.real)
     assert mags.min() >= 0.9 - 1e-6 and mags.max() <= 0.999 + 1e-6
     assert (log_a.imag > 0).all() and (log_a.imag <= 2 * math.pi + 1e-5).all()
@@ -109,7 +109,7 @@ def test_lru_activation_and_ring_init() -> None:
 
 def test_s4d_lin_init() -> None:
     layer = GateLoop.s4d_like(32, n_head=4)  # dk = 8
-    log_a = layer.transitions(torch.randn(1, 1, 32))[0, 0].to(torch.complex128)  # (H, dk)
+    log_a = layer.log_transitions(torch.randn(1, 1, 32))[0, 0].to(torch.complex128)  # (H, dk)
     dt = -2 * log_a.real  # log|a| = -Δ/2
     assert torch.allclose(dt, dt[:, :1].expand_as(dt), rtol=1e-5)  # one Δ per head
     assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()
@@ -119,7 +119,7 @@ def test_s4d_lin_init() -> None:
 
 def test_retnet_like_is_fixed_and_frozen() -> None:
     layer = GateLoop.retnet_like(32, n_head=4)
-    log_a = layer.transitions(torch.randn(1, 1, 32))[0, 0].to(torch.complex128)  # (H, dk)
+    log_a = layer.log_transitions(torch.randn(1, 1, 32))[0, 0].to(torch.complex128)  # (H, dk)
     gamma = torch.exp(log_a.real[:, 0])
     expected = 1 - 2.0 ** (-5 - torch.arange(4, dtype=torch.float64))
     assert torch.allclose(gamma, expected, rtol=1e-6)
@@ -181,6 +181,47 @@ def test_document_ids_restart_the_state() -> None:
     assert_close("state", h_b, h, 1e-10)
 
 
+@pytest.mark.parametrize("mode", ["chunk", "recurrent", "scan", "attention"])
+def test_padding_and_resets_with_complex_transitions(mode: str) -> None:
+    """Padding (a = 1: log|a| = 0 and phase 0, k = 0) and document resets (log|a| = -inf, phase
+    kept) on fast-rotating complex transitions, together in one batch: a left-padded row of two
+    documents gives each document's output alone; a right-padded row gives its unpadded output."""
+    torch.manual_seed(0)
+    layer = GateLoop.lru_like(16, n_head=2, data_controlled=True, mode=mode).double()  # phases up to 2π
+    assert layer.log_transitions(torch.randn(1, 3, 16, dtype=torch.float64)).is_complex()
+    doc_a, doc_b = torch.randn(1, 5, 16, dtype=torch.float64), torch.randn(1, 7, 16, dtype=torch.float64)
+    plain = torch.randn(1, 9, 16, dtype=torch.float64)
+    pad = 3
+    L = pad + 12
+    rows = torch.cat(
+        [
+            torch.cat([torch.randn(1, pad, 16, dtype=torch.float64), doc_a, doc_b], 1),
+            torch.cat([plain, torch.randn(1, L - 9, 16, dtype=torch.float64)], 1),
+        ]
+    )
+    mask = torch.tensor([[False] * pad + [True] * 12, [True] * 9 + [False] * (L - 9)])
+    ids = torch.tensor([[0] * pad + [1] * 5 + [2] * 7, [0] * L])
+    y, h = layer(rows, attention_mask=mask, document_ids=ids, return_state=True)
+    y_b, h_b = layer(doc_b, return_state=True)
+    y_plain, h_plain = layer(plain, return_state=True)
+    assert_close("document a", layer(doc_a)[0], y[0, pad : pad + 5], 1e-10)
+    assert_close("document b", y_b[0], y[0, pad + 5 :], 1e-10)
+    assert_close("state after document b", h_b[0], h[0], 1e-10)
+    assert_close("right-padded row", y_plain[0], y[1, :9], 1e-10)
+    assert_close("right-padded state", h_plain[0], h[1], 1e-10)
+
+
+def test_log_transitions_is_the_unmasked_parametrisation() -> None:
+    """log a = log f(α) + i g(β) of the projections, the same for a sequence and one token."""
+    layer = _layer()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    log_a = layer.log_transitions(x)
+    alpha = layer.alpha_proj(x).view(2, 5, 2, 8)
+    beta = layer.beta_proj(x).view(2, 5, 2, 8)
+    assert torch.equal(log_a, torch.complex(torch.nn.functional.logsigmoid(alpha), beta))
+    assert_close("one token", log_a[:, 2], layer.log_transitions(x[:, 2]), 1e-12)
+
+
 def test_layer_errors() -> None:
     with pytest.raises(ValueError, match=r"d_qk = 30 is not divisible by n_head = 4"):
         GateLoop(32, d_qk=30, n_head=4)
@@ -196,3 +237,61 @@ def test_layer_errors() -> None:
         GateLoop(16)(torch.randn(2, 3, 16), attention_mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match="trainable_transitions=False needs data_controlled=False"):
         GateLoop(16, trainable_transitions=False)
+
+
+def test_layer_type_and_value_errors() -> None:
+    """A non-tensor or a wrong dtype is a TypeError; a wrong shape or value is a ValueError."""
+    layer = GateLoop(16, n_head=2)
+    x = torch.randn(2, 3, 16)
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got list"):
+        layer([[0.0] * 16])
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor, got torch\.int64"):
+        layer(torch.zeros(2, 3, 16, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
+        layer.log_transitions(None)
+    with pytest.raises(ValueError, match=r"x must have shape \[B, d_model\] with d_model = 16"):
+        layer.step(torch.randn(2, 3, 16), None)
+    with pytest.raises(TypeError, match=r"attention_mask must be a torch\.Tensor, got list"):
+        layer(x, attention_mask=[[True] * 3] * 2)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \[B, L\] = \(2, 3\), got \(3,"):
+        layer(x, attention_mask=torch.ones(3, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"document_ids must have dtype torch\.int64.*; got torch\.float32"):
+        layer(x, document_ids=torch.zeros(2, 3))
+    with pytest.raises(TypeError, match=r"document_ids must have dtype"):
+        layer(x, document_ids=torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"document_ids must have shape \[B, L\] = \(2, 3\)"):
+        layer(x, document_ids=torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"state must be a torch\.Tensor, got list"):
+        layer(x, state=[torch.zeros(2, 2, 8, 8, dtype=torch.complex64)])
+    with pytest.raises(TypeError, match=r"state must be a torch\.Tensor, got dict"):
+        layer(x[:, :1], state={})  # the one-token path too
+    with pytest.raises(TypeError, match=r"d_model must be a positive int"):
+        GateLoop(16.0)
+    with pytest.raises(ValueError, match=r"n_head must be a positive int, got 0"):
+        GateLoop(16, n_head=0)
+    with pytest.raises(ValueError, match=r"mode must be one of 'chunk'"):
+        GateLoop(16, mode="softmax")
+    with pytest.raises(ValueError, match=r"activation must be one of 'gelu', 'relu', 'silu'; got 'tanh'"):
+        FeedForward(16, 32, activation="tanh")
+
+
+def test_attention_type_and_value_errors() -> None:
+    attention = CausalSelfAttention(16, 2)
+    x = torch.randn(2, 3, 16)
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got tuple"):
+        attention((1, 2))
+    with pytest.raises(ValueError, match=r"x must have shape \[B, L, d_model\] with d_model = 16"):
+        attention(torch.randn(2, 3, 8))
+    with pytest.raises(TypeError, match=r"attention_mask must have dtype torch\.bool; got torch\.int64"):
+        attention(x, attention_mask=torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \[B, L\] = \(2, 3\)"):
+        attention(x, attention_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"document_ids must have dtype"):
+        attention(x, document_ids=torch.zeros(2, 3))
+    with pytest.raises(TypeError, match=r"state must be a KV cache dict"):
+        attention(x, state=torch.zeros(2, 2, 3, 8))
+    _, cache = attention(x, return_state=True)
+    with pytest.raises(ValueError, match=r"state\['k'\] has 2 rows but x has B = 1"):
+        attention(x[:1], state=cache)
+    with pytest.raises(ValueError, match=r"state is missing KV cache entries \['next_pos'\]"):
+        attention(x, state={k: v for k, v in cache.items() if k != "next_pos"})

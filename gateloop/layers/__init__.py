@@ -1,4 +1,6 @@
-"""nn.Modules that own parameters: the GateLoop time-mixing layer and the feed-forward network."""
+"""nn.Modules that own parameters: the GateLoop time-mixing layer (``gate_loop_layer``, with its
+transition parametrisation in ``transitions``), the Transformer baseline's causal softmax attention
+(``softmax_attention``) and the feed-forward network (``feed_forward``)."""
 
 from gateloop.layers.feed_forward import FeedForward
 from gateloop.layers.gate_loop_layer import (
@@ -7,5 +9,13 @@ from gateloop.layers.gate_loop_layer import (
     GateLoop,
     is_transition_parameter,
 )
+from gateloop.layers.softmax_attention import CausalSelfAttention
 
-__all__ = ["TRANSITION_INITS", "TRANSITION_TAG", "FeedForward", "GateLoop", "is_transition_parameter"]
+__all__ = [
+    "TRANSITION_INITS",
+    "TRANSITION_TAG",
+    "CausalSelfAttention",
+    "FeedForward",
+    "GateLoop",
+    "is_transition_parameter",
+]

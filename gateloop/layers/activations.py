@@ -1,67 +1,9 @@
-"""Transition activations (paper eq 24): a = f(α) · exp(i g(β)), produced as log a directly.
+"""Temporary re-export: this module is now ``gateloop.layers.transitions``.
 
-Each magnitude activation returns log f(α) in a form that stays finite where the gate saturates
-(``logsigmoid``, not ``log(sigmoid)``, which underflows to -inf in float32 below α ≈ -88).
+Kept only while ``gateloop/models/config.py`` still imports the activation names from here;
+delete it once that import reads ``from gateloop.layers.transitions import ...``.
 """
 
-from __future__ import annotations
+from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
 
-import math
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-MAGNITUDE_ACTIVATIONS = ("sigmoid", "exp_exp", "none")
-PHASE_ACTIVATIONS = ("identity", "exp", "none")
-
-
-def check_activation(field: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-
-
-def log_magnitude(alpha: Tensor, activation: str) -> Tensor:
-    """log f(α): sigmoid (the paper) -> logσ(α); exp_exp (LRU) -> -exp(α)."""
-    if activation == "sigmoid":
-        return F.logsigmoid(alpha)
-    if activation == "exp_exp":
-        return -torch.exp(alpha)
-    raise ValueError(f"magnitude activation {activation!r} has no pre-activation")
-
-
-def phase(beta: Tensor, activation: str) -> Tensor:
-    """g(β): identity (the paper) or exp (LRU)."""
-    if activation == "identity":
-        return beta
-    if activation == "exp":
-        return torch.exp(beta)
-    raise ValueError(f"phase activation {activation!r} has no pre-activation")
-
-
-def inverse_magnitude(magnitude: Tensor, activation: str) -> Tensor:
-    """α with f(α) = magnitude, for initialisation (computed in float64: logit near 1 cancels)."""
-    r = magnitude.double()
-    if activation == "sigmoid":
-        return torch.log(r) - torch.log1p(-r)
-    if activation == "exp_exp":
-        return torch.log(-torch.log(r))
-    raise ValueError(f"magnitude activation {activation!r} has no pre-activation")
-
-
-def inverse_phase(theta: Tensor, activation: str) -> Tensor:
-    """β with g(β) = theta, for initialisation (exp needs theta > 0)."""
-    if activation == "identity":
-        return theta.double()
-    if activation == "exp":
-        return torch.log(theta.double().clamp_min(1e-8))
-    raise ValueError(f"phase activation {activation!r} has no pre-activation")
-
-
-def uniform_ring(n: int, r_min: float, r_max: float, generator: torch.Generator | None = None) -> Tensor:
-    """LRU's ring initialisation: magnitudes with r² uniform in [r_min², r_max²] (float64)."""
-    u = torch.rand(n, dtype=torch.float64, generator=generator)
-    return torch.sqrt(u * (r_max**2 - r_min**2) + r_min**2)
-
-
-TWO_PI = 2 * math.pi
+__all__ = ["MAGNITUDE_ACTIVATIONS", "PHASE_ACTIVATIONS"]

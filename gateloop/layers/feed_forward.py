@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gateloop._validation import check_choice
+
 FFN_ACTIVATIONS = ("gelu", "relu", "silu")
 
 
@@ -24,8 +26,7 @@ class FeedForward(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if activation not in FFN_ACTIVATIONS:
-            raise ValueError(f"ffn activation must be one of {FFN_ACTIVATIONS}; got {activation!r}")
+        check_choice("activation", activation, FFN_ACTIVATIONS)
         factory = {"device": device, "dtype": dtype}
         self.up = nn.Linear(d_model, d_hidden, bias=bias, **factory)
         self.down = nn.Linear(d_hidden, d_model, bias=bias, **factory)

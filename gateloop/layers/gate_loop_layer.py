@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop.layers.activations import (
+from gateloop._validation import INTEGER_DTYPES, check_choice, check_positive_int, check_tensor
+from gateloop.layers.transitions import (
     MAGNITUDE_ACTIVATIONS,
     PHASE_ACTIVATIONS,
     TWO_PI,
-    check_activation,
     inverse_magnitude,
     inverse_phase,
     log_magnitude,
@@ -98,15 +98,14 @@ class GateLoop(nn.Module):
         d_qk = d_model if d_qk is None else d_qk
         d_v = d_model if d_v is None else d_v
         for name, value in (("d_model", d_model), ("d_qk", d_qk), ("d_v", d_v), ("n_head", n_head)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         for name, value in (("d_qk", d_qk), ("d_v", d_v)):
             if value % n_head:
                 raise ValueError(f"{name} = {value} is not divisible by n_head = {n_head}")
-        check_activation("magnitude_activation", magnitude_activation, MAGNITUDE_ACTIVATIONS)
-        check_activation("phase_activation", phase_activation, PHASE_ACTIVATIONS)
-        check_activation("transition_init", transition_init, TRANSITION_INITS)
-        check_activation("mode", mode, tuple(m for m in MODES if m != "softmax"))
+        check_choice("magnitude_activation", magnitude_activation, MAGNITUDE_ACTIVATIONS)
+        check_choice("phase_activation", phase_activation, PHASE_ACTIVATIONS)
+        check_choice("transition_init", transition_init, TRANSITION_INITS)
+        check_choice("mode", mode, tuple(m for m in MODES if m != "softmax"))
         lo, hi = magnitude_init
         if not 0 < lo <= hi < 1:
             raise ValueError(f"magnitude_init must satisfy 0 < low <= high < 1, got {magnitude_init}")
@@ -272,11 +271,9 @@ class GateLoop(nn.Module):
         return self.phase_activation != "none"
 
     # ------------------------------------------------------------------ forward
-    def transitions(self, x: Tensor) -> Tensor:
-        """log a for input x [B, L, d_model] (or [B, d_model]): r|c(B L H d) in float32 or better.
-
-        Complex when the phase activation is not "none"; d = 1 per head or d_qk / n_head per key.
-        """
+    def _log_transition_parts(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(log|a|, arg a) for input x [B, L, d_model] (or [B, d_model]): two r(B L H d) tensors in
+        float32 or better; the phase is None for real transitions (phase activation "none")."""
         lead = x.shape[:-1]
         shape = (*lead, self.n_head, self.transition_dim)
         # why the cast: the activations run in float32 at least, so that bf16 activations do not
@@ -292,19 +289,40 @@ class GateLoop(nn.Module):
                 alpha = self.alpha.to(work).expand(shape)
             log_mag = log_magnitude(alpha, self.magnitude_activation)
         if not self._has_beta:
-            return log_mag
+            return log_mag, None
         if self.beta_proj is not None:
             beta = self.beta_proj(x).to(work).view(shape)
         else:
             assert self.beta is not None
             beta = self.beta.to(work).expand(shape)
-        return torch.complex(log_mag, phase(beta, self.phase_activation))
+        return log_mag, phase(beta, self.phase_activation)
 
-    def _check_input(self, x: Tensor, ndim: int) -> None:
-        layout = "[B, L, d_model]" if ndim == 3 else "[B, d_model]"
-        if not isinstance(x, Tensor) or x.ndim != ndim or x.shape[-1] != self.d_model:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+    @staticmethod
+    def _pack(log_mag: Tensor, arg: Tensor | None) -> Tensor:
+        """log a = log|a| + i arg a (real log|a| when there is no phase)."""
+        return log_mag if arg is None else torch.complex(log_mag, arg)
+
+    def log_transitions(self, x: Tensor) -> Tensor:
+        """log a for input x [B, L, d_model] (or [B, d_model]): r|c(B L H d) in float32 or better.
+
+        Complex when the phase activation is not "none"; d = 1 per head or d_qk / n_head per key.
+        No padding or document masks: this is the layer's parametrisation alone.
+        """
+        self._check_x(x)
+        return self._pack(*self._log_transition_parts(x))
+
+    def _check_x(self, x: object, ndim: int | None = None) -> Tensor:
+        """x: a floating-point tensor (TypeError otherwise) of shape [..., d_model], of rank ``ndim``
+        when given (ValueError otherwise)."""
+        x = check_tensor("x", x)
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        rank_ok = x.ndim >= 1 if ndim is None else x.ndim == ndim
+        if not rank_ok or x.shape[-1] != self.d_model:
+            layout = {3: "[B, L, d_model]", 2: "[B, d_model]"}.get(ndim or 0, "[..., d_model]")
+            got = tuple(x.shape)
             raise ValueError(f"x must have shape {layout} with d_model = {self.d_model}, got {got}")
+        return x
 
     def forward(
         self,
@@ -321,32 +339,34 @@ class GateLoop(nn.Module):
         False marks padding: a padded step is the identity on the state (a = 1, kᵀv = 0).
         document_ids: int [B, L]; the state restarts (a = 0) wherever the id changes.
         """
-        self._check_input(x, 3)
+        self._check_x(x, 3)
         B, L, _ = x.shape
-        if L == 1 and attention_mask is None:
+        if state is not None:
+            check_tensor("state", state)
+        mask = None if attention_mask is None else _check_row_mask("attention_mask", attention_mask, (B, L))
+        starts = None if document_ids is None else _document_starts(document_ids, (B, L))
+        if L == 1 and mask is None:  # one token: a document start at position 0 changes nothing
             y, new_state = self.step(x[:, 0], state)
             return (y[:, None], new_state) if return_state else y[:, None]
         H = self.n_head
         q = self.q_proj(x).view(B, L, H, self.head_qk)  # (B, L, H, dk)
         k = self.k_proj(x).view(B, L, H, self.head_qk)  # (B, L, H, dk)
         v = self.v_proj(x).view(B, L, H, self.head_v)  # (B, L, H, dv)
-        log_a = self.transitions(x)  # (B, L, H, d)
-        if attention_mask is not None:
-            mask = _check_mask(attention_mask, "attention_mask", (B, L), torch.bool)[:, :, None, None]
-            log_a = torch.where(mask, log_a, torch.zeros((), dtype=log_a.dtype, device=x.device))  # a = 1
-            k = torch.where(mask, k, torch.zeros((), dtype=k.dtype, device=x.device))  # kᵀv = 0
-        if document_ids is not None:
-            ids = _check_mask(document_ids, "document_ids", (B, L), None)
-            starts = torch.zeros_like(ids, dtype=torch.bool)
-            starts[:, 1:] = ids[:, 1:] != ids[:, :-1]  # (B, L): first token of a new document
-            reset = torch.full((), -math.inf, dtype=log_a.real.dtype, device=x.device)
-            log_mag = torch.where(starts[:, :, None, None], reset, log_a.real)  # a = 0: restart
-            log_a = torch.complex(log_mag, log_a.imag) if log_a.is_complex() else log_mag
+        log_mag, arg = self._log_transition_parts(x)  # 2 x (B, L, H, d), arg None when real
+        if mask is not None:
+            keep = mask[:, :, None, None]
+            zero = torch.zeros((), dtype=log_mag.dtype, device=x.device)
+            log_mag = torch.where(keep, log_mag, zero)  # padding: a = 1 (|a| = 1 and phase 0) ...
+            arg = None if arg is None else torch.where(keep, arg, zero)
+            k = torch.where(keep, k, torch.zeros((), dtype=k.dtype, device=x.device))  # ... and kᵀv = 0
+        if starts is not None:
+            restart = torch.full((), -math.inf, dtype=log_mag.dtype, device=x.device)
+            log_mag = torch.where(starts[:, :, None, None], restart, log_mag)  # a = 0: restart
         y, final = gate_loop(
             q,
             k,
             v,
-            log_a=log_a,
+            log_a=self._pack(log_mag, arg),
             mode=self.mode,  # type: ignore[arg-type]
             initial_state=state,
             output_final_state=return_state,
@@ -357,13 +377,16 @@ class GateLoop(nn.Module):
 
     def step(self, x: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
         """One token: x [B, d_model], state c(B H dk dv) or None -> (y [B, d_model], new state)."""
-        self._check_input(x, 2)
+        self._check_x(x, 2)
+        if state is not None:
+            check_tensor("state", state)
         B = x.shape[0]
         H = self.n_head
         q = self.q_proj(x).view(B, H, self.head_qk)
         k = self.k_proj(x).view(B, H, self.head_qk)
         v = self.v_proj(x).view(B, H, self.head_v)
-        y, new_state = gate_loop_step(q, k, v, log_a=self.transitions(x), state=state)
+        log_a = self._pack(*self._log_transition_parts(x))  # (B, H, d)
+        y, new_state = gate_loop_step(q, k, v, log_a=log_a, state=state)
         return self._output(y.reshape(B, self.d_v), x), new_state
 
     def _output(self, y: Tensor, x: Tensor) -> Tensor:
@@ -383,12 +406,22 @@ class GateLoop(nn.Module):
         )
 
 
-def _check_mask(t: object, name: str, shape: tuple[int, int], dtype: torch.dtype | None) -> Tensor:
-    if not isinstance(t, Tensor) or tuple(t.shape) != shape:
-        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"{name} must have shape [B, L] = {shape}, got {got}")
-    if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
-    if dtype is None and (t.is_floating_point() or t.is_complex()):
-        raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
-    return t
+def _check_row_mask(name: str, mask: object, shape: tuple[int, int]) -> Tensor:
+    """A bool [B, L] padding mask: TypeError for a non-tensor or another dtype, ValueError for a shape."""
+    mask = check_tensor(name, mask, (torch.bool,))
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must have shape [B, L] = {shape}, got {tuple(mask.shape)}")
+    return mask
+
+
+def _document_starts(document_ids: object, shape: tuple[int, int]) -> Tensor:
+    """Bool [B, L]: True at the first token of every document but a row's first (the state restarts).
+
+    ``document_ids`` must be an integer tensor [B, L] (TypeError otherwise; ValueError for a shape).
+    """
+    ids = check_tensor("document_ids", document_ids, INTEGER_DTYPES)
+    if tuple(ids.shape) != shape:
+        raise ValueError(f"document_ids must have shape [B, L] = {shape}, got {tuple(ids.shape)}")
+    starts = torch.zeros_like(ids, dtype=torch.bool)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return starts

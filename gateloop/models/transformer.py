@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 
-from gateloop.layers.attention import CausalSelfAttention
+from gateloop.layers.softmax_attention import CausalSelfAttention
 from gateloop.models.base import Block, CausalModel
 from gateloop.models.config import TransformerConfig
 

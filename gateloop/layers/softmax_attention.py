@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gateloop._validation import INTEGER_DTYPES, check_positive_int, check_tensor
+
+KV_CACHE_KEYS = ("k", "v", "valid", "next_pos")
 
 
 def rotary(x: Tensor, positions: Tensor, base: float) -> Tensor:
@@ -22,8 +27,9 @@ def rotary(x: Tensor, positions: Tensor, base: float) -> Tensor:
 class CausalSelfAttention(nn.Module):
     """x [B, L, d_model] -> y [B, L, d_model] via ``scaled_dot_product_attention``.
 
-    The cache (``state``) holds the rotated keys, values, which cached positions are real tokens,
-    and the next position per row; a step costs O(cached length).
+    The cache (``state``) is a dict of batch-first tensors: ``k``, ``v`` [B, H, T, d] (rotated keys
+    and values), ``valid`` bool [B, T] (which cached positions are real tokens) and ``next_pos``
+    [B] (the next position per row); a step costs O(cached length).
     """
 
     def __init__(
@@ -38,9 +44,12 @@ class CausalSelfAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_head", n_head)
         if d_model % n_head:
             raise ValueError(f"d_model = {d_model} is not divisible by n_head = {n_head}")
         factory = {"device": device, "dtype": dtype}
+        self.d_model = d_model
         self.n_head, self.head_dim, self.rope_base, self.dropout = (
             n_head,
             d_model // n_head,
@@ -59,18 +68,34 @@ class CausalSelfAttention(nn.Module):
         attention_mask: Tensor | None = None,
         document_ids: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        x = check_tensor("x", x)
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x must have shape [B, L, d_model] with d_model = {self.d_model}, got {tuple(x.shape)}"
+            )
         B, L, D = x.shape
         H, d = self.n_head, self.head_dim
-        q, k, v = self.qkv(x).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
-        valid = (
-            torch.ones(B, L, dtype=torch.bool, device=x.device) if attention_mask is None else attention_mask
-        )
-        if valid.shape != (B, L) or valid.dtype != torch.bool:
-            raise ValueError(
-                f"attention_mask must be bool [B, L] = {(B, L)}, got {tuple(valid.shape)} {valid.dtype}"
-            )
+        if attention_mask is None:
+            valid = torch.ones(B, L, dtype=torch.bool, device=x.device)
+        else:
+            valid = check_tensor("attention_mask", attention_mask, (torch.bool,))
+            if tuple(valid.shape) != (B, L):
+                raise ValueError(
+                    f"attention_mask must have shape [B, L] = {(B, L)}, got {tuple(valid.shape)}"
+                )
+        if document_ids is not None:
+            check_tensor("document_ids", document_ids, INTEGER_DTYPES)
+            if tuple(document_ids.shape) != (B, L):
+                raise ValueError(
+                    f"document_ids must have shape [B, L] = {(B, L)}, got {tuple(document_ids.shape)}"
+                )
+        if state is not None:
+            _check_kv_cache(state, B)
         if document_ids is not None and state is not None:
             raise ValueError("document_ids (packed rows) cannot be combined with a KV cache")
+        q, k, v = self.qkv(x).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
         start = state["next_pos"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
         if document_ids is not None:
             new_doc = torch.ones_like(document_ids, dtype=torch.bool)
@@ -116,3 +141,19 @@ class CausalSelfAttention(nn.Module):
             "next_pos": start + valid.long().sum(dim=1),
         }
         return y, new_state
+
+
+def _check_kv_cache(state: object, batch: int) -> None:
+    """A KV cache from a previous call: a dict of tensors (TypeError otherwise) with the cache keys
+    and ``batch`` rows (ValueError otherwise)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"state must be a KV cache dict with keys {KV_CACHE_KEYS}, got {type(state).__name__}"
+        )
+    missing = [key for key in KV_CACHE_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"state is missing KV cache entries {missing}; expected keys {KV_CACHE_KEYS}")
+    for key in KV_CACHE_KEYS:
+        t = check_tensor(f"state[{key!r}]", state[key])
+        if t.shape[0] != batch:
+            raise ValueError(f"state[{key!r}] has {t.shape[0]} rows but x has B = {batch}")
