@@ -10,8 +10,11 @@ import torch
 from gateloop.models import (
     GateLoopConfig,
     GateLoopLM,
+    RecurrentCache,
     TransformerConfig,
     TransformerLM,
+    generate,
+    load_weights,
     sample_next_token,
 )
 
@@ -152,6 +155,45 @@ def test_left_padded_generation_matches_unpadded(model_cls, config_cls) -> None:
 
 
 @pytest.mark.parametrize(("model_cls", "config_cls"), MODELS)
+def test_reordered_cache_continues_like_reordered_rows(model_cls, config_cls) -> None:
+    """Beam search reorders every layer's state by row; decoding then goes on as if the reordered
+    rows had been the prompt (rows repeated and dropped, left padding included)."""
+    model = _model(model_cls, config_cls)
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 97, (3, 6), generator=g)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, :2] = False  # row 1 is left-padded
+    steps = torch.randint(0, 97, (3, 4), generator=g)
+    index = torch.tensor([1, 2, 1])
+    _, states = model(prompt, attention_mask=mask, return_state=True)
+    cache = RecurrentCache(states, num_tokens=6).reorder(index)
+    assert cache.batch_size == 3 and cache.num_tokens == 6
+    _, fresh_states = model(prompt[index], attention_mask=mask[index], return_state=True)
+    fresh = RecurrentCache(fresh_states, num_tokens=6)
+    for t in range(steps.shape[1]):
+        out, new_states = model(steps[:, t : t + 1], state=cache.states, return_state=True)
+        cache.update(new_states, 1)
+        ref, ref_states = model(steps[:, t : t + 1], state=fresh.states, return_state=True)
+        fresh.update(ref_states, 1)
+        assert_close(f"step {t}", ref, out, 1e-10)
+    assert cache.num_tokens == 10
+    with pytest.raises(ValueError, match=r"index must lie in \[0, 3\)"):
+        cache.reorder(torch.tensor([3]))
+    with pytest.raises(TypeError, match="index must have dtype"):
+        cache.reorder(torch.tensor([0.0]))
+
+
+def test_generate_function_is_the_method() -> None:
+    model = _model(GateLoopLM, GateLoopConfig)
+    prompt = torch.randint(0, 97, (2, 5))
+    assert torch.equal(generate(model, prompt, 4, temperature=0), model.generate(prompt, 4, temperature=0))
+    with pytest.raises(TypeError, match="max_new_tokens must be a non-negative int, got float"):
+        model.generate(prompt, 2.0)
+    with pytest.raises(ValueError, match="max_new_tokens must be a non-negative int, got -1"):
+        model.generate(prompt, -1)
+
+
+@pytest.mark.parametrize(("model_cls", "config_cls"), MODELS)
 def test_packed_documents_match_separate_runs(model_cls, config_cls) -> None:
     model = _model(model_cls, config_cls)
     docs = [torch.randint(0, 97, (n,)) for n in (6, 4, 8)]
@@ -194,6 +236,34 @@ def test_load_mismatch_names_the_tensor(tmp_path) -> None:
         TransformerLM.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize(("model_cls", "config_cls"), MODELS)
+def test_load_weights_into_an_existing_model(tmp_path, model_cls, config_cls) -> None:
+    source = _model(model_cls, config_cls, dtype=torch.float32)
+    source.save_pretrained(tmp_path)
+    torch.manual_seed(1)
+    target = model_cls(config_cls.tiny()).eval()
+    assert load_weights(target, tmp_path) is target
+    ids = torch.randint(0, 97, (2, 7))
+    assert torch.equal(source(ids), target(ids))
+
+
+def test_load_weights_refuses_another_config(tmp_path) -> None:
+    """The saved config.json must equal the model's config; the message names every differing field."""
+    _model(GateLoopLM, GateLoopConfig, dtype=torch.float32).save_pretrained(tmp_path)
+    other = GateLoopLM(GateLoopConfig.tiny(d_channel_mixing=32, phase_activation="none"))
+    with pytest.raises(ValueError, match=r"config\.json does not match the model's config") as info:
+        load_weights(other, tmp_path)
+    message = str(info.value)
+    assert "d_channel_mixing (saved 64, model 32)" in message
+    assert "phase_activation (saved 'identity', model 'none')" in message
+    assert "n_layer" not in message
+    with pytest.raises(ValueError, match="model_type 'gateloop', not 'transformer'"):
+        load_weights(TransformerLM(TransformerConfig.tiny()), tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors not found"):
+        load_weights(GateLoopLM(GateLoopConfig.tiny()), tmp_path)
+
+
 def test_model_input_errors() -> None:
     model = _model(GateLoopLM, GateLoopConfig, dtype=torch.float32)
     with pytest.raises(
@@ -202,8 +272,23 @@ def test_model_input_errors() -> None:
         model(torch.tensor([[0, 97]]))
     with pytest.raises(ValueError, match="input_ids must have shape \\[B, L\\], got \\(5,\\)"):
         model(torch.zeros(5, dtype=torch.long))
-    with pytest.raises(TypeError, match="input_ids must be an integer tensor"):
+    with pytest.raises(TypeError, match=r"input_ids must have dtype torch\.int64.*; got torch\.float32"):
         model(torch.zeros(1, 5))
+    with pytest.raises(TypeError, match=r"input_ids must be a torch\.Tensor, got list"):
+        model([[0, 1]])
+    with pytest.raises(ValueError, match=r"input_ids is empty \(shape \(1, 0\)\)"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    ids = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"attention_mask must have dtype torch\.bool"):
+        model(ids, attention_mask=torch.ones(2, 3))
+    with pytest.raises(TypeError, match=r"attention_mask must be a torch\.Tensor"):
+        model(ids, attention_mask=[[True] * 3] * 2)
+    with pytest.raises(TypeError, match="document_ids must have dtype"):
+        model(ids, document_ids=torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="state must be a list with one entry per layer"):
+        model(ids, state=torch.zeros(2, 4, 8, 8, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"state must hold one entry per layer \(2\), got 1"):
+        model(ids, state=[None])
     with pytest.raises(ValueError, match="d_v = 30 is not divisible by n_head = 4"):
         GateLoopConfig.tiny(d_v=30)
     with pytest.raises(ValueError, match="magnitude_activation must be one of"):

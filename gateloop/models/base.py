@@ -1,4 +1,7 @@
-"""What every model of the harness shares: block, embedding and head, generation, checkpoints."""
+"""What every model of the harness shares: block, embedding and head, checkpoints.
+
+The decoding loop lives in ``gateloop.models.generation``; ``CausalModel.generate`` calls it.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gateloop._validation import INTEGER_DTYPES, check_tensor
 from gateloop.layers.feed_forward import FeedForward
 from gateloop.models.config import ModelConfig
-from gateloop.models.generation import sample_next_token
+from gateloop.models.generation import generate
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -101,12 +105,11 @@ class CausalModel(nn.Module):
                 nn.init.normal_(self.head.weight, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def _check_ids(self, input_ids: Tensor) -> None:
-        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
-            got = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
-            raise ValueError(f"input_ids must have shape [B, L], got {got}")
-        if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+    def _check_ids(self, input_ids: object) -> None:
+        """TypeError unless an integer tensor; ValueError unless [B, L], non-empty, in the vocabulary."""
+        input_ids = check_tensor("input_ids", input_ids, INTEGER_DTYPES)
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape [B, L], got {tuple(input_ids.shape)}")
         if input_ids.numel() == 0:
             raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)})")
         low, high = int(input_ids.min()), int(input_ids.max())
@@ -121,8 +124,16 @@ class CausalModel(nn.Module):
     ) -> tuple[Tensor, list[Any] | None]:
         """input_ids [B, L] -> final hidden states [B, L, d_model] (and per-layer states)."""
         self._check_ids(input_ids)
-        if state is not None and len(state) != len(self.blocks):
-            raise ValueError(f"state must hold one entry per layer ({len(self.blocks)}), got {len(state)}")
+        if state is not None:
+            if not isinstance(state, (list, tuple)):
+                raise TypeError(
+                    f"state must be a list with one entry per layer (a previous call's state), "
+                    f"got {type(state).__name__}"
+                )
+            if len(state) != len(self.blocks):
+                raise ValueError(
+                    f"state must hold one entry per layer ({len(self.blocks)}), got {len(state)}"
+                )
         x = self.embed(input_ids)  # (B, L, d_model)
         new_state: list[Any] = []
         for i, block in enumerate(self.blocks):
@@ -164,7 +175,6 @@ class CausalModel(nn.Module):
         return (logits, new_state) if return_state else logits  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def generate(
         self,
         input_ids: Tensor,
@@ -177,41 +187,18 @@ class CausalModel(nn.Module):
         generator: torch.Generator | None = None,
         attention_mask: Tensor | None = None,
     ) -> Tensor:
-        """Prefill the prompt once, then one cached step per new token (greedy at temperature 0).
-
-        Returns [B, L + max_new_tokens]; after ``eos_token_id`` a row keeps emitting it.
-        """
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-        if self.config.head_vocab_size != self.config.vocab_size:
-            raise ValueError(
-                "generate() needs an LM head over the input vocabulary (output_vocab_size is set)"
-            )
-        masks = {} if attention_mask is None else {"attention_mask": attention_mask}
-        logits, state = self(input_ids, state=None, return_state=True, **masks)
-        tokens = [input_ids]
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for i in range(max_new_tokens):
-            next_token = sample_next_token(
-                logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
-            )  # (B,)
-            if eos_token_id is not None:
-                next_token = torch.where(finished, torch.full_like(next_token, eos_token_id), next_token)
-                finished |= next_token == eos_token_id
-            tokens.append(next_token[:, None])
-            if i + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
-                break
-            logits, state = self(next_token[:, None], state=state, return_state=True)
-        out = torch.cat(tokens, dim=1)
-        if out.shape[1] < input_ids.shape[1] + max_new_tokens:  # all rows hit eos early
-            pad = torch.full(
-                (out.shape[0], input_ids.shape[1] + max_new_tokens - out.shape[1]),
-                eos_token_id if eos_token_id is not None else 0,
-                dtype=out.dtype,
-                device=out.device,
-            )
-            out = torch.cat([out, pad], dim=1)
-        return out
+        """``gateloop.models.generation.generate`` on this model: [B, L] -> [B, L + max_new_tokens]."""
+        return generate(
+            self,
+            input_ids,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_token_id=eos_token_id,
+            generator=generator,
+            attention_mask=attention_mask,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def num_parameters(self, *, trainable_only: bool = False) -> int:
@@ -240,32 +227,56 @@ class CausalModel(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> CausalModel:
-        """Load a model saved by ``save_pretrained``; a config/weights mismatch names the tensor."""
-        from safetensors.torch import load_file
-
+        """Load a model saved by ``save_pretrained``: read its config, build it, ``load_weights``."""
         directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(
-                    f"{directory / name} not found: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
-                )
+        _check_checkpoint_files(directory)
         config = cls.config_class.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        model = cls(config, device=device, dtype=dtype)
-        weights = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(weights))
-        unexpected = sorted(set(weights) - set(expected))
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: "
-                f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+        return load_weights(cls(config, device=device, dtype=dtype), directory)
+
+
+def _check_checkpoint_files(directory: Path) -> None:
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(
+                f"{directory / name} not found: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
             )
-        for name in expected:  # model order: the first mismatching layer is reported
-            tensor = weights[name]
-            if tuple(tensor.shape) != tuple(expected[name].shape):
-                raise ValueError(
-                    f"tensor {name!r} in {WEIGHTS_NAME} has shape {tuple(tensor.shape)} but the config "
-                    f"gives {tuple(expected[name].shape)}"
-                )
-        model.load_state_dict(weights)
-        return model
+
+
+def load_weights(model: CausalModel, directory: str | Path) -> CausalModel:
+    """Load ``directory/model.safetensors`` (from ``save_pretrained``) into the existing ``model``.
+
+    ``directory/config.json`` must equal ``model.config`` (compared field by field; no second model
+    is built); a difference names the fields. A tensor missing, unexpected or of another shape is
+    named too. Returns ``model``.
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    _check_checkpoint_files(directory)
+    config = model.config
+    saved = type(config).from_dict(json.loads((directory / CONFIG_NAME).read_text())).to_dict()
+    current = config.to_dict()
+    differing = [name for name in current if saved[name] != current[name]]
+    if differing:
+        listing = ", ".join(f"{name} (saved {saved[name]!r}, model {current[name]!r})" for name in differing)
+        raise ValueError(f"{directory / CONFIG_NAME} does not match the model's config: {listing}")
+    first = next(iter(model.state_dict().values()), None)
+    device = first.device if first is not None and first.device.type != "meta" else torch.device("cpu")
+    weights = load_file(str(directory / WEIGHTS_NAME), device=str(device))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: "
+            f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+        )
+    for name in expected:  # model order: the first mismatching layer is reported
+        tensor = weights[name]
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ValueError(
+                f"tensor {name!r} in {WEIGHTS_NAME} has shape {tuple(tensor.shape)} but the config "
+                f"gives {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(weights)
+    return model
