@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from gateloop.layers.activations import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
+from gateloop._validation import check_choice, check_positive_int
+from gateloop.config_utils import dataclass_from_dict
+from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
 from gateloop.layers.feed_forward import FFN_ACTIVATIONS
 from gateloop.layers.gate_loop_layer import TRANSITION_INITS
 
@@ -45,17 +47,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layer", "d_channel_mixing"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.output_vocab_size is not None and self.output_vocab_size < 1:
             raise ValueError(
                 f"output_vocab_size must be a positive int or None, got {self.output_vocab_size!r}"
             )
-        if self.norm_position not in NORM_POSITIONS:
-            raise ValueError(f"norm_position must be one of {NORM_POSITIONS}; got {self.norm_position!r}")
-        if self.ffn_activation not in FFN_ACTIVATIONS:
-            raise ValueError(f"ffn_activation must be one of {FFN_ACTIVATIONS}; got {self.ffn_activation!r}")
+        check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        check_choice("ffn_activation", self.ffn_activation, FFN_ACTIVATIONS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.tie_embeddings and self.head_vocab_size != self.vocab_size:
@@ -73,16 +71,7 @@ class ModelConfig:
         model_type = data.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ValueError(f"config is for model_type {model_type!r}, not {cls.model_type!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-        for f in dataclasses.fields(cls):  # JSON turns tuples into lists
-            if f.name in data and isinstance(data[f.name], list):
-                data[f.name] = tuple(data[f.name])
-        config = cls(**data)
-        config.validate()
-        return config
+        return dataclass_from_dict(cls, data)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -121,8 +110,7 @@ class GateLoopConfig(ModelConfig):
         super().validate()
         d_qk = self.d_qk or self.d_model
         d_v = self.d_v or self.d_model
-        if not isinstance(self.n_head, int) or self.n_head < 1:
-            raise ValueError(f"n_head must be a positive int, got {self.n_head!r}")
+        check_positive_int("n_head", self.n_head)
         for name, value in (("d_qk", d_qk), ("d_v", d_v)):
             if value % self.n_head:
                 raise ValueError(f"{name} = {value} is not divisible by n_head = {self.n_head}")
@@ -133,8 +121,7 @@ class GateLoopConfig(ModelConfig):
             ("mode", self.mode, ("chunk", "recurrent", "scan", "attention")),
         )
         for name, value, allowed in checks:
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+            check_choice(name, value, allowed)
 
     def layer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``gateloop.layers.GateLoop`` for one time-mixing layer."""
@@ -209,7 +196,8 @@ class TransformerConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not isinstance(self.n_head, int) or self.n_head < 1 or self.d_model % self.n_head:
+        check_positive_int("n_head", self.n_head)
+        if self.d_model % self.n_head:
             raise ValueError(f"d_model = {self.d_model} is not divisible by n_head = {self.n_head}")
         if (self.d_model // self.n_head) % 2:
             raise ValueError(f"rotary embeddings need an even head dim, got {self.d_model // self.n_head}")
@@ -247,10 +235,4 @@ class TransformerConfig(ModelConfig):
 
 
 def _build(cls: type[C], base: dict[str, Any], overrides: dict[str, Any]) -> C:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    config = cls(**{**base, **overrides})
-    config.validate()
-    return config
+    return cls.from_dict({**base, **overrides})
