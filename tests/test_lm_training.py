@@ -16,36 +16,42 @@ from safetensors.torch import load_file
 from gateloop.cli import main
 from gateloop.data.prepare import TokenDataset, prepare
 from gateloop.experiments import language_model as lm
+from gateloop.experiments.language_model_report import unigram_perplexity
 from gateloop.models import GateLoopConfig, GateLoopLM
+from gateloop.training import Runtime
 
 SOTU = Path(__file__).parent / "data" / "sotu"
 TOY = {
-    "d_model": 32,
-    "n_layer": 2,
-    "n_head": 4,
-    "d_channel_mixing": 64,
-    "seq_len": 32,
-    "batch_size": 4,
-    "max_steps": 6,
-    "eval_every": 3,
-    "eval_tokens": 400,
-    "warmup_steps": 2,
-    "checkpoint_every": 3,
+    "model.d_model": 32,
+    "model.n_layer": 2,
+    "model.n_head": 4,
+    "model.d_channel_mixing": 64,
+    "data.seq_len": 32,
+    "data.eval_tokens": 400,
+    "train.batch_size": 4,
+    "train.max_steps": 6,
+    "train.eval_every": 3,
+    "train.warmup_steps": 2,
+    "train.checkpoint_every": 3,
 }
 TOY_FLAGS = [
-    *("--d-model", "32", "--n-layer", "2", "--n-head", "4", "--d-channel-mixing", "64", "--seq-len", "32"),
     *(
-        "--max-steps",
+        "--model.d-model",
+        "32",
+        "--model.n-layer",
+        "2",
+        "--model.n-head",
         "4",
-        "--eval-every",
-        "100",
-        "--eval-tokens",
-        "400",
-        "--warmup-steps",
-        "1",
-        "--no-progress",
+        "--model.d-channel-mixing",
+        "64",
     ),
+    *("--data.seq-len", "32", "--data.eval-tokens", "400"),
+    *("--train.max-steps", "4", "--train.eval-every", "100", "--train.warmup-steps", "1", "--no-progress"),
 ]
+
+
+def toy(data: Path, model: str = "gateloop", **overrides) -> lm.LMRun:
+    return lm.preset("cpu", model, {**TOY, "data.path": str(data), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +63,8 @@ def byte_data(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("model", lm.MODELS)
 def test_train_each_model(tmp_path, byte_data, model: str) -> None:
-    config = lm.preset("cpu", model=model, **TOY)
-    result = lm.train(config, byte_data, tmp_path / model, progress=False)
-    assert result["steps"] == 6 and np.isfinite(result["val_loss"])
+    result = lm.train(toy(byte_data, model), tmp_path / model, progress=False)
+    assert result.steps == 6 and np.isfinite(result.evaluation["val_loss"])
     rows = [json.loads(x) for x in (tmp_path / model / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_perplexity" in r] == [3, 6]
     assert (tmp_path / model / "final" / "model.safetensors").is_file()
@@ -69,39 +74,34 @@ def test_train_each_model(tmp_path, byte_data, model: str) -> None:
 
 
 def test_loss_decreases(tmp_path, byte_data) -> None:
-    config = lm.preset("cpu", **{**TOY, "max_steps": 40, "eval_every": 40, "lr": 3e-3})
-    lm.train(config, byte_data, tmp_path / "run", progress=False)
+    run = toy(byte_data, **{"train.max_steps": 40, "train.eval_every": 40, "train.lr": 3e-3})
+    lm.train(run, tmp_path / "run", progress=False)
     losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(x)]  # fmt: skip
     assert losses[-1] < losses[0] - 1.0  # from ~ln(257) = 5.5 towards byte-level English
 
 
 def test_resume_with_changed_config_is_refused(tmp_path, byte_data) -> None:
-    lm.train(lm.preset("cpu", **TOY), byte_data, tmp_path / "run", progress=False)
-    with pytest.raises(ValueError, match=r"different config .*lm\.lr: 0\.002 -> 0\.001"):
-        lm.train(
-            lm.preset("cpu", **{**TOY, "lr": 1e-3}), byte_data, tmp_path / "run", resume=True, progress=False
-        )
-    lm.train(
-        lm.preset("cpu", **{**TOY, "max_steps": 8}), byte_data, tmp_path / "run", resume=True, progress=False
-    )
+    lm.train(toy(byte_data), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"different config .*train\.lr: 0\.002 -> 0\.001"):
+        lm.train(toy(byte_data, **{"train.lr": 1e-3}), tmp_path / "run", resume=True, progress=False)
+    lm.train(toy(byte_data, **{"train.max_steps": 8}), tmp_path / "run", resume=True, progress=False)
 
 
 def test_seq_len_beyond_the_data(tmp_path, byte_data) -> None:
     with pytest.raises(
         ValueError, match=r"seq_len 20000 is beyond the data: split 'val' .* has only \d+ tokens"
     ):
-        lm.train(lm.preset("cpu", **{**TOY, "seq_len": 20_000}), byte_data, tmp_path / "run", progress=False)
+        lm.train(toy(byte_data, **{"data.seq_len": 20_000}), tmp_path / "run", progress=False)
 
 
 def test_batches_are_a_function_of_step_and_split_by_rank(byte_data) -> None:
     tokens = TokenDataset(byte_data)["train"]
-    config = lm.preset("cpu", **TOY)
-    whole = lm.make_batch_fn(config, tokens, rank=0, world_size=1, device=torch.device("cpu"))
-    doubled = lm.LMConfig(**{**config.__dict__, "batch_size": 2})
-    halves = [
-        lm.make_batch_fn(doubled, tokens, rank=r, world_size=2, device=torch.device("cpu")) for r in (0, 1)
-    ]
+    run = toy(byte_data)
+    cpu = torch.device("cpu")
+    whole = lm.make_batch_fn(run, tokens, Runtime(cpu))
+    halved = toy(byte_data, **{"train.batch_size": 2})
+    halves = [lm.make_batch_fn(halved, tokens, Runtime(cpu, rank=r, world_size=2)) for r in (0, 1)]
     assert torch.equal(whole(5, 0), whole(5, 0)) and not torch.equal(whole(5, 0), whole(6, 0))
     assert torch.equal(whole(5, 0), torch.cat([h(5, 0) for h in halves]))
     assert whole(0, 0).shape == (4, 33)
@@ -150,9 +150,9 @@ def test_tokenizer_mismatch_is_named(tmp_path, byte_data) -> None:
 def test_ddp_two_processes_match_one(tmp_path, byte_data) -> None:
     """torchrun with 2 gloo processes (batch 2 each) = one process with batch 4: same loss, same weights."""
     common = ["train", "lm", "--data", str(byte_data), *TOY_FLAGS]
-    assert main([*common, "--batch-size", "4", "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--train.batch-size", "4", "--out", str(tmp_path / "one")]) == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd = [*torchrun, "-m", "gateloop", *common, "--batch-size", "2", "--out", str(tmp_path / "two")]
+    cmd = [*torchrun, "-m", "gateloop", *common, "--train.batch-size", "2", "--out", str(tmp_path / "two")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = (
@@ -168,16 +168,19 @@ def test_ddp_two_processes_match_one(tmp_path, byte_data) -> None:
 @pytest.mark.parametrize("vocab", [257, 8192, 50257])
 @pytest.mark.parametrize("preset", ["cpu", "wikitext103_125m"])
 def test_matched_parameter_counts(preset: str, vocab: int) -> None:
-    base = lm.preset(preset)
+    base = lm.preset(preset, overrides={"model.vocab_size": vocab})
     with torch.device("meta"):
-        counts = {m: lm.build_model(lm.matched_config(base, m), vocab).num_parameters() for m in lm.MODELS}
+        counts = {
+            m: lm.build_model(lm.as_model(base, m, match_parameters=True).model).num_parameters()
+            for m in lm.MODELS
+        }
     assert max(counts.values()) <= 1.05 * min(counts.values()), counts
 
 
 def test_unigram_perplexity() -> None:
     tokens = np.array([0, 1, 1, 1], dtype=np.uint16)
     # add-one counts over vocab 2: p(0) = 2/6, p(1) = 4/6; the test targets are tokens[1:] = 1, 1, 1
-    assert lm.unigram_perplexity(tokens, tokens, 2) == pytest.approx(1.5)
+    assert unigram_perplexity(tokens, tokens, 2) == pytest.approx(1.5)
 
 
 def test_experiment_lm_writes_table_and_plot(tmp_path, byte_data, capsys) -> None:
@@ -193,6 +196,6 @@ def test_experiment_lm_writes_table_and_plot(tmp_path, byte_data, capsys) -> Non
 
 @pytest.mark.parametrize("model", ["gateloop", "transformer"])
 def test_bf16_autocast_and_grad_accum(tmp_path, byte_data, model: str) -> None:
-    config = lm.preset("cpu", model=model, **{**TOY, "autocast": "bf16", "grad_accum": 2, "max_steps": 3})
-    result = lm.train(config, byte_data, tmp_path / "run", progress=False)
+    run = toy(byte_data, model, **{"train.autocast": "bf16", "train.grad_accum": 2, "train.max_steps": 3})
+    result = lm.train(run, tmp_path / "run", progress=False).summary()
     assert result["steps"] == 3 and np.isfinite(result["loss"]) and np.isfinite(result["val_loss"])

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import pytest
 import torch
 
-from gateloop.experiments.memory_horizon import _batch_fn, load_data, loss_fn, preset
+from gateloop.experiments.memory_horizon import batch_fn, load_data, loss_fn, preset
 from gateloop.models import GateLoopConfig, GateLoopLM
-from gateloop.training import MetricsLogger, Trainer, build_scheduler, parameter_groups
+from gateloop.training import (
+    MetricsLogger,
+    OldRunFormatError,
+    TrainConfig,
+    Trainer,
+    build_scheduler,
+    current_runtime,
+    parameter_groups,
+    read_run_config,
+)
 from gateloop.training.checkpoint import checkpoint_dirs
+from gateloop.training.step_time import StepTimeMonitor
 
 
 def test_parameter_groups() -> None:
@@ -62,22 +73,26 @@ def test_metrics_logger_truncate(tmp_path) -> None:
     assert header == "step,loss" or header == "step,loss,test_accuracy"
 
 
+TINY = {
+    "data.seq_len": 24,
+    "data.num_train": 40,
+    "data.num_test": 8,
+    "train.epochs": 3,
+    "train.batch_size": 8,
+    "train.warmup_steps": 3,
+    "train.checkpoint_every": 4,
+    "train.eval_every_epochs": 1,
+    "train.log_every": 1,
+}
+
+
 def _tiny_run(tmp_path, name: str, *, fail_at: int | None = None, resume: bool = False):
-    config = preset(
-        "cpu",
-        seq_len=24,
-        num_train=40,
-        num_test=8,
-        epochs=3,
-        batch_size=8,
-        warmup_steps=3,
-        checkpoint_every=4,
-        eval_every_epochs=1,
-    )
-    data = load_data(config)
-    torch.manual_seed(config.seed)
-    model = GateLoopLM(config.model_config())
-    batches = _batch_fn(config, data["x_train"], data["y_train"])
+    run = preset("cpu", overrides=TINY)
+    data = load_data(run.data)
+    model_config, schedule = run.resolve()
+    torch.manual_seed(run.train.seed)
+    model = GateLoopLM(model_config)
+    batches = batch_fn(run, data["x_train"], data["y_train"], current_runtime())
 
     def next_batch(step: int, micro: int):
         if fail_at is not None and step == fail_at:
@@ -86,22 +101,26 @@ def _tiny_run(tmp_path, name: str, *, fail_at: int | None = None, resume: bool =
 
     trainer = Trainer(
         model,
-        config.train_config(progress=False),
+        run.train,
+        schedule,
         tmp_path / name,
         next_batch=next_batch,
         loss_fn=loss_fn,
-        evaluate=lambda m: {"test_accuracy": 0.0},
+        evaluate=lambda m: {"test_accuracy": 0.0, "by_span": {1: 0.5}},
+        run_config=run.to_dict(),
+        progress=False,
     )
-    trainer.fit(resume=resume)
-    return model, trainer
+    result = trainer.train(resume=resume)
+    return model, trainer, result
 
 
 def test_resume_is_exact(tmp_path) -> None:
-    straight, _ = _tiny_run(tmp_path, "straight")
+    straight, _, result = _tiny_run(tmp_path, "straight")
+    assert result.model is straight and result.evaluation == {"test_accuracy": 0.0, "by_span": {1: 0.5}}
     with pytest.raises(KeyboardInterrupt):
         _tiny_run(tmp_path, "killed", fail_at=10)  # checkpoints at steps 4 and 8, killed at 10
     assert [p.name for p in checkpoint_dirs(tmp_path / "killed")] == ["step_00000004", "step_00000008"]
-    resumed, trainer = _tiny_run(tmp_path, "killed", resume=True)
+    resumed, trainer, _ = _tiny_run(tmp_path, "killed", resume=True)
     assert trainer.step == 15
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), f"{name} differs after resume"
@@ -117,3 +136,105 @@ def test_refuses_to_overwrite_a_run(tmp_path) -> None:
     _tiny_run(tmp_path, "run")
     with pytest.raises(FileExistsError, match="already holds checkpoints"):
         _tiny_run(tmp_path, "run")
+
+
+def test_schedule_resolution() -> None:
+    """Derived step counts come from one place: steps win over epochs, warm-up steps over the
+    fraction, evaluation in epochs becomes steps."""
+    config = TrainConfig(epochs=70, warmup_fraction=0.53, eval_every_epochs=10)
+    schedule = config.resolve(steps_per_epoch=63)
+    assert (schedule.max_steps, schedule.warmup_steps, schedule.eval_every) == (4410, 2337, 630)
+    assert TrainConfig(max_steps=100, epochs=70, warmup_steps=500).resolve(63).max_steps == 100
+    assert TrainConfig(max_steps=100, warmup_steps=500).resolve(63).warmup_steps == 100  # capped
+    assert TrainConfig(epochs=0.5).resolve(10.0).eval_every == 0  # at the end only
+    with pytest.raises(ValueError, match="set max_steps or epochs"):
+        TrainConfig().validate()
+    with pytest.raises(TypeError, match="batch_size must be a positive int"):
+        TrainConfig(max_steps=1, batch_size="8").validate()  # type: ignore[arg-type]
+
+
+def test_presets_are_the_paper_tables() -> None:
+    paper = preset("paper").resolve()[1]
+    assert (paper.max_steps, paper.warmup_steps, paper.eval_every) == (18_900, 10_000, 630)
+    cpu = preset("cpu").resolve()[1]
+    assert (cpu.max_steps, cpu.warmup_steps) == (4410, 2337)
+    assert not preset("cpu", "fixed").model.data_controlled
+    with pytest.raises(ValueError, match=r"--model\.rope-base does not apply to GateLoopConfig"):
+        preset("cpu", overrides={"model.rope_base": 1.0})
+
+
+def test_step_time_monitor_warns_once() -> None:
+    monitor = StepTimeMonitor(factor=4.0, window=5, skip=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(11):
+            monitor.record(0.05)  # the baseline: no warning
+    with pytest.warns(RuntimeWarning, match=r"10\.0x the 50 ms"):
+        for _ in range(5):
+            monitor.record(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(20):
+            monitor.record(1.0)  # once only
+
+
+def test_final_evaluation_after_a_kill_is_logged_on_resume(tmp_path) -> None:
+    """Killed after the last checkpoint but before the final evaluation: --resume evaluates and
+    logs it; a normal run evaluates once at the last step, not twice."""
+    calls = []
+
+    def evaluate(model) -> dict:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("killed during the final evaluation")
+        return {"test_accuracy": 0.25}
+
+    run = preset("cpu", overrides={**TINY, "train.eval_every_epochs": None})
+    data = load_data(run.data)
+    model_config, schedule = run.resolve()
+
+    def trainer() -> Trainer:
+        return Trainer(
+            GateLoopLM(model_config),
+            run.train,
+            schedule,
+            tmp_path / "run",
+            next_batch=batch_fn(run, data["x_train"], data["y_train"], current_runtime()),
+            loss_fn=loss_fn,
+            evaluate=evaluate,
+            run_config=run.to_dict(),
+            progress=False,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer().train()
+    assert checkpoint_dirs(tmp_path / "run")[-1].name == "step_00000015"
+    result = trainer().train(resume=True)
+    rows = MetricsLogger(tmp_path / "run").read()
+    assert rows[-1] == {"step": 15, "test_accuracy": 0.25} and result.evaluation == {"test_accuracy": 0.25}
+    assert len(calls) == 2
+    trainer().train(resume=True)  # already logged: evaluated, not logged again
+    assert sum("test_accuracy" in r for r in MetricsLogger(tmp_path / "run").read()) == 1
+
+
+def test_old_run_directories_are_refused_with_directions(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "memory-horizon", "memory_horizon": {}}))
+    with pytest.raises(OldRunFormatError, match="git checkout 614543d"):
+        read_run_config(tmp_path)
+
+
+def test_cuda_rng_state_is_saved_and_restored(monkeypatch) -> None:
+    """The checkpoint carries every GPU's generator state (None without CUDA) and puts it back."""
+    from gateloop.training import checkpoint
+
+    if not torch.cuda.is_available():
+        assert checkpoint._cuda_rng_states() is None
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    states = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
+    checkpoint._restore_cuda_rng(states)
+    assert restored == [states]
+    with pytest.raises(ValueError, match="CUDA RNG states of 1 GPUs, this machine has 2"):
+        checkpoint._restore_cuda_rng(states[:1])

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from gateloop.models.base import CausalModel
+from gateloop.models.base import CausalModel, load_weights
+from gateloop.training.distributed import Runtime, barrier
 
 TRAINER_STATE = "trainer_state.pt"
 
@@ -50,9 +51,10 @@ def save_checkpoint(
     model: CausalModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    extra: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
+    """Write ``checkpoints/step_<step>`` (weights, config, optimizer, scheduler, every RNG) and
+    prune all but the newest ``keep``."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}"
@@ -64,8 +66,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": _cuda_rng_states(),
         "python_rng": random.getstate(),
-        "extra": extra or {},
     }
     torch.save(state, tmp / TRAINER_STATE)
     if final.exists():
@@ -85,17 +87,35 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG in place; returns the trainer state dict."""
     directory = Path(directory)
-    loaded = type(model).from_pretrained(directory)
-    if loaded.config != model.config:
-        raise ValueError(f"checkpoint {directory} has config {loaded.config}, the run has {model.config}")
-    model.load_state_dict(loaded.state_dict())
+    load_weights(model, directory)  # refuses a checkpoint whose model config differs
     # weights_only: the trainer state holds tensors and plain Python values only
     state = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(_as_tuple(state["python_rng"]))
+    _restore_cuda_rng(state.get("cuda_rng"))
     return state
+
+
+def _cuda_rng_states() -> list[torch.Tensor] | None:
+    """Every visible GPU's generator state, so a resumed GPU run draws what it would have drawn
+    (dropout, sampling); None on machines without CUDA."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def _restore_cuda_rng(states: list[torch.Tensor] | None) -> None:
+    if states is None:
+        return
+    if not torch.cuda.is_available():
+        # a GPU run continued on the CPU: nothing to restore, its CPU generator is restored above
+        return
+    if len(states) != torch.cuda.device_count():
+        raise ValueError(
+            f"the checkpoint holds CUDA RNG states of {len(states)} GPUs, this machine has "
+            f"{torch.cuda.device_count()}: resume on the same number of visible GPUs"
+        )
+    torch.cuda.set_rng_state_all(states)
 
 
 def _as_tuple(value: Any) -> Any:
@@ -103,3 +123,48 @@ def _as_tuple(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_as_tuple(v) for v in value)
     return value
+
+
+class Checkpointer:
+    """The checkpointing component of the trainer: every ``every`` steps and at the last one,
+    rank 0 writes a checkpoint; every rank waits for it (no rank runs ahead of a checkpoint it
+    might have to resume from)."""
+
+    def __init__(self, run_dir: str | Path, *, every: int, keep: int, runtime: Runtime) -> None:
+        self.run_dir = Path(run_dir)
+        self.every = every
+        self.keep = keep
+        self.runtime = runtime
+
+    def should_save(self, step: int, max_steps: int) -> bool:
+        return step % self.every == 0 or step == max_steps
+
+    def save(
+        self,
+        step: int,
+        model: CausalModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> None:
+        if self.runtime.is_main:
+            save_checkpoint(
+                self.run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler, keep=self.keep
+            )
+        barrier(self.runtime)
+
+    def latest(self) -> Path | None:
+        found = checkpoint_dirs(self.run_dir)
+        return found[-1] if found else None
+
+    def restore(
+        self,
+        model: CausalModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> int:
+        """Load the latest checkpoint into model, optimizer, scheduler and RNGs; its step (0: none)."""
+        latest = self.latest()
+        if latest is None:
+            return 0
+        state = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+        return int(state["step"])

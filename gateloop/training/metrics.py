@@ -1,11 +1,16 @@
-"""Metrics to ``metrics.jsonl`` and ``metrics.csv`` in a run directory (append-only, resumable)."""
+"""Metrics to ``metrics.jsonl`` and ``metrics.csv`` in a run directory (append-only, resumable),
+and the trainer's logging component."""
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
+
+from gateloop.training.distributed import Runtime
+from gateloop.training.step_time import StepTimeMonitor
 
 
 class MetricsLogger:
@@ -51,3 +56,62 @@ class MetricsLogger:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
+
+
+class TrainLog:
+    """The logging component of the trainer: a training-metrics row every ``every`` steps and at
+    the last one (rank 0 writes), a tqdm bar, tokens per second, and the step-time watch."""
+
+    def __init__(
+        self,
+        metrics: MetricsLogger,
+        *,
+        every: int,
+        runtime: Runtime,
+        tokens_per_step: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.metrics = metrics
+        self.every = every
+        self.runtime = runtime
+        self.tokens_per_step = tokens_per_step
+        self.progress = progress and runtime.is_main
+        self.monitor = StepTimeMonitor()
+        self.last: dict[str, Any] = {}
+        self._bar: Any = None
+        self._window_start = time.perf_counter()
+        self._window_steps = 0
+
+    def open(self, *, initial: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, initial=initial, disable=not self.progress, dynamic_ncols=True)
+        self._window_start, self._window_steps = time.perf_counter(), 0
+
+    def step_done(self, seconds: float) -> None:
+        self.monitor.record(seconds)
+        self._window_steps += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def should_log(self, step: int, max_steps: int) -> bool:
+        return step % self.every == 0 or step == max_steps
+
+    def write(self, step: int, values: dict[str, Any], extras: dict[str, Any]) -> None:
+        elapsed = time.perf_counter() - self._window_start
+        rate = {}
+        if self.tokens_per_step:
+            rate = {"tokens_per_s": self._window_steps * self.tokens_per_step / elapsed}
+        self.last = {"step": step, **values, **rate, **extras}
+        if self.runtime.is_main:
+            self.metrics.log(self.last)
+        if self._bar is not None:
+            postfix = {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}"}
+            if rate:
+                postfix["tok/s"] = f"{rate['tokens_per_s']:.0f}"
+            self._bar.set_postfix(postfix)
+        self._window_start, self._window_steps = time.perf_counter(), 0
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

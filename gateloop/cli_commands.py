@@ -1,0 +1,173 @@
+"""What each ``gateloop`` command does, given its parsed arguments and the process's runtime
+(``cli.py`` builds the parser; this module only wires arguments to the library)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateloop.cli_flags import collect_overrides
+from gateloop.training.distributed import Runtime
+
+Command = Callable[[argparse.Namespace, Runtime | None], int]
+
+
+def _base_run(
+    args: argparse.Namespace, run_class: type, presets: dict[str, Any], default: str
+) -> tuple[str, Any]:
+    """(name, run config) from ``--config FILE`` or ``--preset`` (not both)."""
+    if args.config is not None:
+        if args.preset is not None:
+            raise SystemExit("gateloop: error: --config and --preset exclude each other; give one")
+        from gateloop.training.run_dir import check_run_config_format
+
+        saved = json.loads(Path(args.config).read_text())
+        check_run_config_format(saved, args.config)
+        return args.config.stem, run_class.from_dict(saved)
+    name = args.preset or default
+    return name, presets[name]
+
+
+def _mh_run(args: argparse.Namespace, default_preset: str) -> tuple[str, Any]:
+    from gateloop.experiments.memory_horizon import PRESETS, MemoryHorizonRun, with_variant
+
+    name, base = _base_run(args, MemoryHorizonRun, PRESETS, default_preset)
+    return name, with_variant(base, getattr(args, "variant", None)).with_overrides(collect_overrides(args))
+
+
+def _lm_run(args: argparse.Namespace) -> tuple[str, Any]:
+    from gateloop.experiments.language_model import PRESETS, LMRun, build_run
+
+    name, base = _base_run(args, LMRun, PRESETS, "cpu")
+    model = getattr(args, "model", None)
+    if model is None and args.config is None and hasattr(args, "model"):
+        model = "gateloop"
+    return name, build_run(base, model, collect_overrides(args))
+
+
+def train_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.experiments import memory_horizon as mh
+
+    name, run = _mh_run(args, "paper")
+    out = args.out or Path("runs") / f"memory-horizon-{name}-{run.variant}"
+    result = mh.train(run, out, resume=args.resume, progress=not args.no_progress, runtime=runtime)
+    if runtime is None or runtime.is_main:
+        print(json.dumps({"variant": run.variant, **result.summary()}, indent=2))
+        print(f"wrote {out.resolve()}")
+    return 0
+
+
+def train_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.experiments import language_model as lm
+
+    name, run = _lm_run(args)
+    out = args.out or Path("runs") / f"lm-{name}-{run.model_name}"
+    result = lm.train(run, out, resume=args.resume, progress=not args.no_progress, runtime=runtime)
+    if runtime is None or runtime.is_main:
+        print(json.dumps(result.summary(), indent=2))
+        print(f"wrote {out.resolve()}")
+    return 0
+
+
+def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.experiments.memory_horizon import evaluate_run
+
+    result, model_dir = evaluate_run(args.run, device=runtime.device if runtime else None)
+    (args.run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
+    print(f"evaluated {model_dir}; wrote {(args.run / 'eval.json').resolve()}")
+    return 0
+
+
+def eval_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.experiments.language_model import evaluate_perplexity, load_run
+
+    run, dataset, model = load_run(args.run, device=runtime.device if runtime else None)
+    result = evaluate_perplexity(
+        model, dataset[args.split], seq_len=run.data.seq_len, stride=args.stride, max_tokens=args.max_tokens
+    )
+    windows = (
+        f" sliding by {result['stride']}" if result["stride"] != result["seq_len"] else ", non-overlapping"
+    )
+    protocol = (
+        f"{args.split} perplexity of {args.run} = exp(mean NLL over {result['tokens']:,} tokens), "
+        f"windows of {result['seq_len']} tokens{windows}"
+    )
+    print(f"{protocol}: {result['perplexity']:.3f}")
+    (args.run / f"eval_{args.split}.json").write_text(json.dumps({**result, "protocol": protocol}, indent=2))
+    return 0
+
+
+def sample(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    import torch
+
+    from gateloop.experiments.language_model import load_run
+
+    device = runtime.device if runtime else torch.device("cpu")
+    _, dataset, model = load_run(args.run, device=device)
+    tokenizer = dataset.tokenizer()
+    ids = tokenizer.encode(args.prompt) or [tokenizer.eot_id]
+    out = model.eval().generate(
+        torch.tensor([ids], device=device),
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_token_id=tokenizer.eot_id,
+        generator=torch.Generator(device=device).manual_seed(args.seed),
+    )
+    new = [t for t in out[0, len(ids) :].tolist() if t != tokenizer.eot_id]
+    print(args.prompt + tokenizer.decode(new))
+    return 0
+
+
+def data_prepare(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.data.prepare import prepare
+
+    meta = prepare(
+        args.corpus,
+        args.out,
+        path=args.path,
+        tokenizer_name=args.tokenizer,
+        vocab_size=args.vocab_size,
+        gpt2_ranks=args.gpt2_ranks,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    for split, info in meta["splits"].items():
+        print(f"{split:>5}: {info['tokens']:>11,} tokens in {info['documents']:>6,} documents")
+    print(f"wrote {args.out.resolve()} (tokenizer {meta['tokenizer']['name']}, {meta['dtype']})")
+    return 0
+
+
+def experiment_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.experiments.memory_horizon_report import run_experiment
+
+    name, run = _mh_run(args, "cpu")
+    out = args.out or Path("runs") / f"memory-horizon-{name}"
+    run_experiment(run, out, name=name, resume=args.resume, progress=not args.no_progress, runtime=runtime)
+    return 0
+
+
+def experiment_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.experiments.language_model_report import run_experiment
+
+    name, run = _lm_run(args)
+    out = args.out or Path("runs") / f"lm-{name}"
+    run_experiment(run, out, name=name, resume=args.resume, progress=not args.no_progress, runtime=runtime)
+    return 0
+
+
+COMMANDS: dict[tuple[str, str | None], Command] = {
+    ("train", "memory-horizon"): train_memory_horizon,
+    ("train", "lm"): train_lm,
+    ("eval", "memory-horizon"): eval_memory_horizon,
+    ("eval", "lm"): eval_lm,
+    ("sample", None): sample,
+    ("data", "prepare"): data_prepare,
+    ("experiment", "memory-horizon"): experiment_memory_horizon,
+    ("experiment", "lm"): experiment_lm,
+}

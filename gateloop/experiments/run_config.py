@@ -1,0 +1,78 @@
+"""A task's run config: the model config, a data config and the shared ``TrainConfig``, composed.
+
+Each task subclasses ``RunConfig`` with its own ``task`` name and data config, and keeps its presets
+as data (a dict of named run configs). Overrides address fields by dotted paths
+(``"model.n_head"``, ``"train.lr"``), the same paths the CLI's flags are generated from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from gateloop.config_utils import dataclass_from_dict, to_dict
+from gateloop.models.config import ModelConfig
+from gateloop.training.config import TrainConfig
+
+R = TypeVar("R", bound="RunConfig")
+SECTIONS = ("model", "data", "train")
+
+
+@dataclass
+class RunConfig:
+    """``model`` + ``data`` + ``train``; subclasses narrow the types and add ``resolve``."""
+
+    task: ClassVar[str] = "base"
+
+    model: ModelConfig
+    data: Any
+    train: TrainConfig
+
+    def validate(self) -> None:
+        self.model.validate()
+        if hasattr(self.data, "validate"):
+            self.data.validate()
+        self.train.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"task", "model", "data", "train"}``: one value per key, JSON-ready."""
+        return {"task": self.task, **to_dict(self)}
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        """Inverse of ``to_dict``; also reads a run directory's ``config.json`` (extra top-level
+        keys such as ``format`` and ``resolved`` are what the run derived, not what it asked for)."""
+        if data.get("task") != cls.task:
+            raise ValueError(f"this is a {data.get('task')!r} run config, not a {cls.task!r} one")
+        return dataclass_from_dict(cls, {k: data[k] for k in SECTIONS if k in data})
+
+    def with_overrides(self: R, overrides: dict[str, Any], *, skip_missing: bool = False) -> R:
+        """A copy with ``{"section.field": value}`` applied and validated. A field the section's
+        config does not have is an error naming it (or skipped, with ``skip_missing``)."""
+        run = copy.deepcopy(self)
+        changes: dict[str, dict[str, Any]] = {}
+        for path, value in overrides.items():
+            section, _, name = path.partition(".")
+            if section not in SECTIONS or not name:
+                raise ValueError(
+                    f"override {path!r} must look like 'model.field', 'data.field' or 'train.field'"
+                )
+            target = getattr(run, section)
+            if name not in {f.name for f in dataclasses.fields(target)}:
+                if skip_missing:
+                    continue
+                raise ValueError(
+                    f"--{section}.{name.replace('_', '-')} does not apply to {type(target).__name__} "
+                    f"(the {section} config of this run)"
+                )
+            changes.setdefault(section, {})[name] = value
+        for section, fields in changes.items():
+            setattr(run, section, dataclasses.replace(getattr(run, section), **fields))
+        run.validate()
+        return run
+
+
+def field_names(config_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class)}

@@ -1,0 +1,116 @@
+"""Where a run executes: device choice, CPU threads, the process group, DDP and rank-0 helpers.
+
+Every task (Memory Horizon, language modelling) starts through ``setup_run``: one process, or one
+rank of ``torchrun --nproc_per_node N -m gateloop ...`` (``WORLD_SIZE > 1``: NCCL on GPUs, gloo on
+the CPU). Models are written for one device; data parallelism is applied from outside
+(``wrap_data_parallel``), and checkpoints always save the bare model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """This process's place in a run."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, evaluates, checkpoints and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def configure_cpu(threads: int | None = None) -> None:
+    """Process-wide CPU settings every entry point applies (the CLI, the trainer).
+
+    Flush-to-zero for subnormals: long products of decays |a| < 1 drift into subnormal floats,
+    whose arithmetic is ~100x slower on x86 CPUs (docs/numerics.md, "Subnormals"); values that
+    small are far below float32 resolution relative to the state, so flushing them changes nothing
+    a model can see. ``threads``: intra-op threads (None keeps PyTorch's default, one per core).
+    """
+    torch.set_flush_denormal(True)
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        torch.set_num_threads(threads)
+
+
+def current_runtime(device: torch.device | str | None = None) -> Runtime:
+    """The runtime of an already initialised process group (or of a single process)."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return Runtime(choose_device(device, local_rank, world), rank, world, local_rank)
+
+
+def choose_device(
+    requested: torch.device | str | None, local_rank: int = 0, world_size: int = 1
+) -> torch.device:
+    """``requested``, else CUDA when available; under torchrun each rank takes its local GPU."""
+    name = str(requested) if requested is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and world_size > 1:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but torch.cuda.is_available() is False")
+    return device
+
+
+@contextlib.contextmanager
+def setup_run(device: torch.device | str | None = None, threads: int | None = None) -> Iterator[Runtime]:
+    """Configure the CPU, pick the device, and join the process group when launched by torchrun
+    (left again on exit)."""
+    configure_cpu(threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = choose_device(device, local_rank, world)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    joined = world > 1 and not torch.distributed.is_initialized()
+    if joined:
+        torch.distributed.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    try:
+        yield current_runtime(chosen)
+    finally:
+        if joined:
+            torch.distributed.destroy_process_group()
+
+
+def wrap_data_parallel(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """DDP around the model when there are several processes, the model itself otherwise."""
+    if not runtime.distributed:
+        return model
+    device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        torch.distributed.barrier()
+
+
+def mean_over_ranks(value: float, runtime: Runtime) -> float:
+    """The mean of a per-rank float over all ranks (itself in a single process)."""
+    if not runtime.distributed:
+        return value
+    backend_device = runtime.device if runtime.device.type == "cuda" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=backend_device)
+    torch.distributed.all_reduce(t)
+    return float(t) / runtime.world_size

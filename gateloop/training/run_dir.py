@@ -1,0 +1,109 @@
+"""The resumption component: a run directory's ``config.json`` and whether a run may start or
+continue in it.
+
+``config.json`` holds the run config once (``task``, ``model``, ``data``, ``train``: one value
+per key) and, under ``resolved``, what was derived from it (step counts, world size). A resumed
+run must ask for the same thing as the run it continues, except for the fields in
+``RESUMABLE_CHANGES`` (bookkeeping, and the run's length).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gateloop.training.checkpoint import checkpoint_dirs
+
+CONFIG_NAME = "config.json"
+# version of the run-config layout; 1 (no "format" key) is the layout before composed configs
+RUN_CONFIG_FORMAT = 2
+
+# fields a resumed run may change without changing what it computes up to its last checkpoint
+RESUMABLE_CHANGES = {
+    "train.max_steps",
+    "train.epochs",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_every_epochs",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "resolved.max_steps",
+    "resolved.warmup_steps",
+    "resolved.eval_every",
+}
+
+
+class OldRunFormatError(ValueError):
+    """A run directory written before run configs were composed (format 1)."""
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """``run_dir/config.json`` as a dict; an old-format file is refused with what to do instead."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected a run directory written by `gateloop train`")
+    saved = json.loads(path.read_text())
+    check_run_config_format(saved, path)
+    return saved
+
+
+def check_run_config_format(saved: dict[str, Any], path: str | Path) -> None:
+    """Refuse a run config written before the composed layout (format 1: an ``experiment`` key
+    and flat ``memory_horizon`` / ``lm`` sections), saying how to continue."""
+    if "experiment" not in saved and saved.get("format", RUN_CONFIG_FORMAT) == RUN_CONFIG_FORMAT:
+        return
+    raise OldRunFormatError(
+        f"{path} was written by an older gateloop (run-config format {saved.get('format', 1)}; this "
+        f"version reads format {RUN_CONFIG_FORMAT}) and is not read here, so that nothing in it is "
+        "misread. Its weights still load: GateLoopLM.from_pretrained / TransformerLM.from_pretrained on "
+        "its final/ or checkpoints/step_*/ directory. To continue training it, use the release that wrote "
+        "it (git checkout 614543d), or start a new run directory with --preset or a new --config."
+    )
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"a.b: old -> new"`` for every differing leaf, except ``RESUMABLE_CHANGES``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            if f"{prefix}{key}" in RESUMABLE_CHANGES:
+                continue
+            out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+        old, new = list(old), list(new)
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def start_run_dir(run_dir: str | Path, run_config: dict[str, Any], *, resume: bool, is_main: bool) -> bool:
+    """Prepare ``run_dir`` for training; True when a checkpoint will be resumed.
+
+    A directory with checkpoints needs ``resume`` and the same run config; a fresh start writes
+    ``config.json`` and clears metrics left by a run that never checkpointed.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = checkpoint_dirs(run_dir)
+    config = {"format": RUN_CONFIG_FORMAT, **json.loads(json.dumps(run_config))}
+    if existing and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints (latest {existing[-1].name}); pass resume=True "
+            "(--resume) to continue it, or choose another run directory"
+        )
+    saved_path = run_dir / CONFIG_NAME
+    if existing and saved_path.is_file():
+        changes = config_differences(read_run_config(run_dir), config)
+        if changes:
+            raise ValueError(
+                f"--resume with a different config than {saved_path}: "
+                + "; ".join(changes[:8])
+                + " (start a new run directory, or resume with the original settings)"
+            )
+    if existing:
+        return True
+    if is_main:
+        for name in ("metrics.jsonl", "metrics.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+        saved_path.write_text(json.dumps(config, indent=2) + "\n")
+    return False
