@@ -80,6 +80,52 @@ def test_gpt2_tokenizer() -> None:
     assert tok.decode(tok.encode("The Senate, in 1790.")) == "The Senate, in 1790."
 
 
+def test_gpt2_spec_carries_the_ranks_file_to_workers(monkeypatch) -> None:
+    """A GPT-2 tokenizer built from a local ranks file rebuilds from its spec() with that file (the
+    tokenising worker processes rebuild it so); meta.json keeps no machine-local path."""
+    import gateloop.data.prepare as prep
+    import gateloop.data.tokenizers as toks
+
+    tok = object.__new__(GPT2Tokenizer)  # what __init__ leaves after loading a local ranks file
+    tok.ranks_path = "/somewhere/gpt2.tiktoken"
+    rebuilt: list[str | None] = []
+
+    class Recorder:
+        def __init__(self, ranks_path=None, *, try_hub=True) -> None:
+            rebuilt.append(ranks_path)
+
+    monkeypatch.setattr(toks, "GPT2Tokenizer", Recorder)
+    prep._init_worker(tok.spec(), None)  # the worker initialiser of `data prepare`
+    assert rebuilt == ["/somewhere/gpt2.tiktoken"]
+    assert "ranks_path" not in toks.portable_spec(tok.spec())
+
+
+def test_prepare_gpt2_ranks_reaches_the_workers(tmp_path, monkeypatch) -> None:
+    """`data prepare --gpt2-ranks FILE` with worker processes: each worker loads FILE (a stand-in
+    tokenizer that fails as an offline hub would when it gets no ranks file)."""
+    import gateloop.data.prepare as prep
+    import gateloop.data.tokenizers as toks
+
+    class OfflineGPT2(ByteTokenizer):
+        name = "gpt2"
+
+        def __init__(self, ranks_path=None, *, try_hub=True) -> None:
+            if ranks_path is None:
+                raise RuntimeError("no ranks file given: would try the (unreachable) hub")
+            self.ranks_path = ranks_path
+
+        spec = GPT2Tokenizer.spec
+
+    monkeypatch.setattr(prep, "GPT2Tokenizer", OfflineGPT2)
+    monkeypatch.setattr(toks, "GPT2Tokenizer", OfflineGPT2)  # what forked workers' load_tokenizer builds
+    monkeypatch.setattr(prep, "_batches", lambda docs: [[d] for d in docs])  # several batches: workers run
+    ranks = "/local/gpt2.tiktoken"
+    meta = prepare("text", tmp_path / "ds", path=SOTU, tokenizer_name="gpt2", gpt2_ranks=ranks, workers=2,
+                   progress=False)  # fmt: skip
+    assert meta["splits"]["train"]["tokens"] > 0
+    assert meta["tokenizer"] == {"name": "gpt2", "vocab_size": 257, "eot_id": 256}  # no local path
+
+
 @pytest.mark.parametrize("tokenizer", ["bytes", "bpe"])
 def test_prepare_writes_shards_and_meta(tmp_path, tokenizer: str) -> None:
     meta = prepare("text", tmp_path / "ds", path=SOTU, tokenizer_name=tokenizer, vocab_size=500, workers=2,

@@ -25,7 +25,14 @@ import numpy as np
 
 from gateloop.data.corpora import SPLITS, Corpus, read_public_domain, read_text, read_wikitext103
 from gateloop.data.sources import sha256_of
-from gateloop.data.tokenizers import BPETokenizer, ByteTokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
+from gateloop.data.tokenizers import (
+    BPETokenizer,
+    ByteTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    load_tokenizer,
+    portable_spec,
+)
 
 CORPORA = ("public-domain", "wikitext103", "text")
 TOKENIZERS = ("gpt2", "bpe", "bytes")
@@ -159,7 +166,7 @@ def prepare(
     meta = {
         "format_version": FORMAT_VERSION,
         "corpus": corpus_name,
-        "tokenizer": tokenizer.spec(),
+        "tokenizer": portable_spec(tokenizer.spec()),  # the workers got the full spec
         "dtype": dtype.name,
         "splits": {s: vars(p) for s, p in splits.items()},
         "sources": corpus.sources,

@@ -1,8 +1,10 @@
 """Tokenizers for language modelling: GPT-2 BPE (the paper's), a trained byte-level BPE, raw bytes.
 
 All share one small interface (``name``, ``vocab_size``, ``eot_id``, ``encode``, ``decode``,
-``spec``) and can be rebuilt from their ``spec`` (saved in a dataset's ``meta.json``), so worker
-processes and a trained model find the exact tokenizer the data was made with.
+``spec``) and can be rebuilt from their ``spec`` with ``load_tokenizer``, so worker processes and
+a trained model find the exact tokenizer the data was made with. A spec may name a file on this
+machine (GPT-2's ``ranks_path``, so that workers load the same local file and never try the hub);
+a dataset's ``meta.json`` stores ``portable_spec(spec)``, without such paths.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838
 WHISPER_SDIST = Archive(
     "pypi", "openai-whisper", "20250625", "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96"
 )
+# spec entries that locate a file on this machine rather than say what the tokenizer is
+LOCAL_SPEC_KEYS = ("ranks_path",)
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
 
@@ -116,7 +120,11 @@ class GPT2Tokenizer:
         return self._encoding.decode(ids)
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "vocab_size": self.vocab_size, "eot_id": self.eot_id}
+        """With ``ranks_path`` when built from a local ranks file: a rebuild loads that file."""
+        spec = {"name": self.name, "vocab_size": self.vocab_size, "eot_id": self.eot_id}
+        if self.ranks_path is not None:
+            spec["ranks_path"] = self.ranks_path
+        return spec
 
 
 class BPETokenizer:
@@ -174,6 +182,12 @@ class BPETokenizer:
         }
 
 
+def portable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without this machine's file locations (``LOCAL_SPEC_KEYS``): what a dataset's
+    ``meta.json`` records, the same wherever the data was made."""
+    return {key: value for key, value in spec.items() if key not in LOCAL_SPEC_KEYS}
+
+
 def load_tokenizer(spec: dict[str, Any], directory: str | Path | None = None) -> Tokenizer:
     """Rebuild a tokenizer from its ``spec`` (``directory`` holds ``tokenizer.json`` for bpe)."""
     name = spec.get("name")
@@ -198,4 +212,5 @@ __all__ = [
     "Tokenizer",
     "find_gpt2_ranks",
     "load_tokenizer",
+    "portable_spec",
 ]
