@@ -123,11 +123,6 @@ def make_memory_horizon(
     return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def reset_positions(inputs: Tensor, reset_id: int) -> Tensor:
-    """Bool [N, L]: where the reset token is."""
-    return inputs == reset_id
-
-
 def memory_span(inputs: Tensor, reset_id: int) -> Tensor:
     """Required memory span per position [N, L]: t - last reset at or before t, or t + 1 without one."""
     N, L = inputs.shape
