@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -87,25 +89,32 @@ def test_siso_gradcheck() -> None:
 
 
 def test_siso_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """chunk mode takes the kernel for real SISO inputs on CPU, and not for complex q or dk > 1."""
-    calls: list[int] = []
-    original = siso_fused.gate_loop_siso_fused
+    """chunk mode: the kernel for real SISO inputs on CPU; the element-wise SISO form for complex q
+    or without the kernel; the multi-head form for dk > 1 or dv > 1."""
+    dispatcher = importlib.import_module("gateloop.ops.gate_loop")  # the module, not the function
+    calls: list[str] = []
 
-    def counting(*args: object, **kw: object):
-        calls.append(1)
-        return original(*args, **kw)
+    def counting(name: str, original: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kw: object) -> object:
+            calls.append(name)
+            return original(*args, **kw)
 
-    monkeypatch.setattr("gateloop.ops.chunked.gate_loop_siso_fused", counting)
+        return wrapper
+
+    for name in ("gate_loop_siso_fused", "gate_loop_siso_chunked", "gate_loop_chunk"):
+        monkeypatch.setattr(dispatcher, name, counting(name, getattr(dispatcher, name)))
     x = torch.randn(1, 5, 2, 1)
     gate_loop(x, x, x, log_a=torch.complex(-x.abs(), x))
-    assert len(calls) == 1
+    assert calls == ["gate_loop_siso_fused"]
     gate_loop(x.to(torch.complex64), x, x, log_a=-x.abs())
-    y = torch.randn(1, 5, 2, 2)
-    gate_loop(y, y, y, log_a=-y.abs())
-    assert len(calls) == 1
+    assert calls[1:] == ["gate_loop_siso_chunked"]
     with pure_pytorch():
         gate_loop(x, x, x, log_a=-x.abs())
-    assert len(calls) == 1
+    assert calls[2:] == ["gate_loop_siso_chunked"]
+    y = torch.randn(1, 5, 2, 2)
+    gate_loop(y, y, y, log_a=-y.abs())
+    gate_loop(y[..., :1], y[..., :1], y, log_a=-y[..., :1].abs())  # dk = 1, dv = 2
+    assert calls[3:] == ["gate_loop_chunk", "gate_loop_chunk"]
 
 
 def test_siso_noncontiguous_and_no_grad() -> None:

@@ -1,15 +1,24 @@
-"""Helpers shared by the chunked modes: padding to whole chunks and the safe-range threshold."""
+"""Helpers shared by the chunked forms (multi-head and SISO): the default chunk length, padding to
+whole chunks and the safe-range threshold."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+# Default chunk length c for both chunked forms (``gate_loop_chunk``, ``gate_loop_siso_chunked``).
+# Measured with benchmarks/chunk_size.py (fwd+bwd): M1 (multi-head), three runs: c=16 643-708 ms;
+# 32, 64 and 128 within run-to-run noise (411-762 ms), 64 fastest in two of three. S2 through the
+# pure-PyTorch SISO form: 175 / 164 / 163 / 172 ms for c = 16 / 32 / 64 / 128 (benchmarks/README.md).
+# Smaller chunks also fall back to the exact pairwise path less often, larger ones halve the
+# carried-state loop.
+DEFAULT_CHUNK_SIZE = 64
+
 # Largest within-chunk log-decay range for which the factorised form
 # (q ⊙ e^{G_n}) · (k ⊙ e^{-G_m}) is used. e^{-G_m} <= e^T must not overflow even after the
 # key-dim sum (float32: e^60 ~ 1e26, headroom 1e12 below the float32 max); the relative error of
 # the factorised product is ~ 2·T·eps (float32: 7e-6, float64: 1e-13). Chunks beyond it use exact
-# pairwise decays instead.
+# pairwise decays instead (see docs/numerics.md, 'The safe range').
 _SAFE_RANGE = {torch.float32: 60.0, torch.float64: 500.0}
 
 

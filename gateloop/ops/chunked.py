@@ -20,15 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gateloop.ops._chunking import from_chunks, safe_range, to_chunks
+from gateloop.ops._chunking import DEFAULT_CHUNK_SIZE, from_chunks, safe_range, to_chunks
 from gateloop.ops._inputs import Transitions, complex_dtype_of
-from gateloop.ops.chunked_siso import gate_loop_chunk_siso
-from gateloop.ops.siso_fused import fused_siso_applies, gate_loop_siso_fused
-
-# measured with benchmarks/chunk_size.py (M1 fwd+bwd, three runs): c=16 643-708 ms; 32, 64 and 128 within
-# run-to-run noise (411-762 ms), 64 fastest in two of three; smaller chunks also fall back to the exact
-# pairwise path less often, larger ones halve the carried-state loop
-DEFAULT_CHUNK_SIZE = 64
 
 
 def _realify(q: Tensor, k: Tensor, phase_cum: Tensor | None) -> tuple[Tensor, Tensor, bool]:
@@ -101,27 +94,6 @@ def gate_loop_chunk(
     """q, k: r|c(B L H dk); v: r(B L H dv); transitions (B L H dk|1); state c(B H dk dv)."""
     B, L, H, dk = q.shape
     dv = v.shape[-1]
-    if fused_siso_applies(q, k, v):
-        return gate_loop_siso_fused(
-            q,
-            k,
-            v,
-            transitions,
-            scale=scale,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-        )
-    if dk == 1 and dv == 1:
-        return gate_loop_chunk_siso(
-            q,
-            k,
-            v,
-            transitions,
-            scale=scale,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-            chunk_size=chunk_size,
-        )
     c = chunk_size or DEFAULT_CHUNK_SIZE
     real = v.dtype
     log_mag, phase = transitions.as_log()  # (B, L, H, d), d = dk or 1

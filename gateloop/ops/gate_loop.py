@@ -11,6 +11,8 @@ from gateloop.ops.attention import gate_loop_attention
 from gateloop.ops.chunked import gate_loop_chunk
 from gateloop.ops.recurrent import gate_loop_recurrent
 from gateloop.ops.scan import gate_loop_scan
+from gateloop.ops.siso_chunked import gate_loop_siso_chunked
+from gateloop.ops.siso_fused import fused_siso_applies, gate_loop_siso_fused
 from gateloop.ops.softmax import gate_loop_softmax
 
 Mode = Literal["chunk", "recurrent", "scan", "attention", "softmax"]
@@ -97,8 +99,13 @@ def gate_loop(
         "initial_state": inputs.initial_state,
         "output_final_state": output_final_state,
     }
-    if mode == "chunk":
-        y, final = gate_loop_chunk(*args, **common, chunk_size=chunk_size)
+    siso = inputs.q.shape[-1] == 1 and inputs.v.shape[-1] == 1  # dk = dv = 1, the paper's setting
+    if mode == "chunk" and fused_siso_applies(inputs.q, inputs.k, inputs.v):
+        y, final = gate_loop_siso_fused(*args, **common)  # compiled, one pass over time, no chunks
+    elif mode == "chunk" and siso:
+        y, final = gate_loop_siso_chunked(*args, **common, chunk_size=chunk_size)  # element-wise
+    elif mode == "chunk":
+        y, final = gate_loop_chunk(*args, **common, chunk_size=chunk_size)  # matmuls, doubled keys
     elif mode == "recurrent":
         y, final = gate_loop_recurrent(*args, **common)
     elif mode == "scan":

@@ -2,11 +2,12 @@
 
 For the paper's SISO layers the state per (batch, head) is a single complex number, so the
 sequential recurrence does O(1) work per element and is bound by memory traffic. The pure-PyTorch
-chunked form (``chunked_siso.py``) makes ~100 full passes over [B, L, H] tensors for a forward and
+chunked form (``siso_chunked.py``) makes ~100 full passes over [B, L, H] tensors for a forward and
 backward; the compiled kernel in ``csrc/siso_scan.cpp`` reads each input once and writes each
 output once per direction. It is exact (no e^{-G} factorisation, no log floor: log|a| = -inf is
 an exact reset with exact gradients), real q/k/v only, float32/float64 on CPU. ``gate_loop``'s
-chunk mode uses it automatically when it applies and the kernel could be built.
+chunk mode uses it automatically when it applies and the kernel could be built. Numerics:
+docs/numerics.md, 'SISO: the compiled kernel'.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Chunked mode for one-dimensional heads (dk = dv = 1, the paper's SISO setting).
+"""Chunked mode for one-dimensional heads (dk = dv = 1, the paper's SISO setting), pure PyTorch.
+
+``gate_loop`` uses it in chunk mode when the compiled kernel (``siso_fused.py``) does not apply.
 
 Matmuls with head dimension 1 waste the hardware, so the scalar recurrence h_n = a_n h_{n-1} + x_n
 (x = k v, one complex scalar per head) is computed element-wise in two passes, in real arithmetic
@@ -13,6 +15,7 @@ Matmuls with head dimension 1 waste the hardware, so the scalar recurrence h_n =
    position adds the carried-in state: h_n = e^{G_n} e^{iΦ_n} (C_n + S_chunk).
 
 Only Re(h) is needed at every position when q is real (y = q Re h); Im(h) only at chunk ends.
+Derivation: docs/numerics.md, 'SISO: the two-pass element-wise form'.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gateloop.ops._chunking import pad_time, safe_range
+from gateloop.ops._chunking import DEFAULT_CHUNK_SIZE, pad_time, safe_range
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 from gateloop.ops.scan import associative_scan_linear
-
-DEFAULT_SISO_CHUNK_SIZE = 64
 
 
 def _time_chunks(t: Tensor, c: int) -> Tensor:
@@ -49,7 +50,7 @@ def _parts(t: Tensor) -> tuple[Tensor, Tensor | None]:
     return (t.real, t.imag) if t.is_complex() else (t, None)
 
 
-def gate_loop_chunk_siso(
+def gate_loop_siso_chunked(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -62,7 +63,7 @@ def gate_loop_chunk_siso(
 ) -> tuple[Tensor, Tensor | None]:
     """q, k: r|c(B L H 1); v: r(B L H 1); transitions (B L H 1); state c(B H 1 1)."""
     B, L, H, _ = q.shape
-    c = chunk_size or DEFAULT_SISO_CHUNK_SIZE
+    c = chunk_size or DEFAULT_CHUNK_SIZE
     real = v.dtype
     cdtype = complex_dtype_of(real)
     log_mag, phase = transitions.as_log()  # (B, L, H, 1)
