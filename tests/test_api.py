@@ -147,6 +147,110 @@ def test_errors_name_the_argument() -> None:
         gate_loop([1.0], k, v, log_a=la)
 
 
+_Q, _K = torch.zeros(2, 2, 9, 3, 4)
+_LA = -torch.ones(2, 9, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        # the wrong kind of argument: TypeError
+        pytest.param({"q": [1.0]}, TypeError, "q must be a torch.Tensor, got list", id="q-list"),
+        pytest.param({"log_a": 0.5}, TypeError, "log_a must be a torch.Tensor, got float", id="log_a-float"),
+        pytest.param({"q": _Q.long()}, TypeError, "q must be a floating-point or complex", id="q-int"),
+        pytest.param(
+            {"v": torch.zeros(2, 9, 3, 5, dtype=torch.complex64)}, TypeError, "v must be a real", id="v-cplx"
+        ),
+        pytest.param({"k": _K.double()}, TypeError, "k has dtype torch.float64 but q has", id="k-f64"),
+        pytest.param({"log_a": _LA.double()}, TypeError, "log_a has dtype torch.float64", id="log_a-f64"),
+        pytest.param(
+            {"initial_state": [[0.0]]}, TypeError, "initial_state must be a torch.Tensor", id="h0-list"
+        ),
+        pytest.param(
+            {"initial_state": torch.zeros(2, 3, 4, 5, dtype=torch.int32)},
+            TypeError,
+            "initial_state must be a floating-point or complex",
+            id="h0-int",
+        ),
+        pytest.param({"chunk_size": "abc"}, TypeError, "chunk_size must be a positive int", id="chunk-str"),
+        pytest.param({"chunk_size": 8.0}, TypeError, "chunk_size must be a positive int", id="chunk-float"),
+        pytest.param({"chunk_size": True}, TypeError, "chunk_size must be a positive int", id="chunk-bool"),
+        pytest.param({"scale": "0.5"}, TypeError, "scale must be a float or None", id="scale-str"),
+        pytest.param(
+            {"scale": torch.tensor(0.5)}, TypeError, "scale must be a float or None", id="scale-tensor"
+        ),
+        pytest.param(
+            {"output_final_state": 1}, TypeError, "output_final_state must be a bool", id="final-int"
+        ),
+        pytest.param(
+            {"output_final_state": "yes"}, TypeError, "output_final_state must be a bool", id="final-str"
+        ),
+        # the right kind, a bad value: ValueError
+        pytest.param({"chunk_size": 0}, ValueError, "chunk_size must be a positive int, got 0", id="chunk-0"),
+        pytest.param(
+            {"chunk_size": -4}, ValueError, "chunk_size must be a positive int, got -4", id="chunk-neg"
+        ),
+        pytest.param({"mode": "fft"}, ValueError, "mode must be one of 'chunk', 'recurrent'", id="mode"),
+        pytest.param({"scale": float("inf")}, ValueError, "scale must be finite", id="scale-inf"),
+        pytest.param({"k": _K[..., :3]}, ValueError, "k must have the shape of q", id="k-shape"),
+        pytest.param(
+            {"initial_state": torch.zeros(2, 3, 4, 4)},
+            ValueError,
+            "initial_state must have shape",
+            id="h0-shape",
+        ),
+        pytest.param({"a": _LA.exp()}, ValueError, "exactly one of a= or log_a=", id="a-and-log_a"),
+        pytest.param({"log_a": _LA.to("meta")}, ValueError, "log_a is on meta but q is on cpu", id="device"),
+        pytest.param(
+            {"mode": "scan", "chunk_size": 8},
+            ValueError,
+            "chunk_size applies to mode='chunk'",
+            id="chunk-scan",
+        ),
+    ],
+)
+def test_wrong_kind_is_type_error_bad_value_is_value_error(overrides: dict, error: type, match: str) -> None:
+    """One convention (gateloop._validation): wrong type or dtype -> TypeError; bad value -> ValueError."""
+    call = {"q": _Q, "k": _K, "v": torch.zeros(2, 9, 3, 5), "log_a": _LA, **overrides}
+    with pytest.raises(error, match=re.escape(match)):
+        gate_loop(**call)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        pytest.param({"q": (1.0,)}, TypeError, "q must be a torch.Tensor, got tuple", id="q-tuple"),
+        pytest.param(
+            {"state": torch.zeros(2, 3, 4, 5, dtype=torch.int64)},
+            TypeError,
+            "state must be a",
+            id="state-int",
+        ),
+        pytest.param({"state": "h"}, TypeError, "state must be a torch.Tensor, got str", id="state-str"),
+        pytest.param({"scale": "1"}, TypeError, "scale must be a float or None", id="scale-str"),
+        pytest.param(
+            {"state": torch.zeros(2, 3, 4, 4)}, ValueError, "state must have shape", id="state-shape"
+        ),
+        pytest.param({"scale": float("nan")}, ValueError, "scale must be finite", id="scale-nan"),
+        pytest.param({"log_a": None}, ValueError, "exactly one of a= or log_a=", id="no-transitions"),
+    ],
+)
+def test_step_wrong_kind_is_type_error_bad_value_is_value_error(
+    overrides: dict, error: type, match: str
+) -> None:
+    q, k = torch.zeros(2, 2, 3, 4)
+    call = {
+        "q": q,
+        "k": k,
+        "v": torch.zeros(2, 3, 5),
+        "log_a": torch.zeros(2, 3, 4),
+        "state": None,
+        **overrides,
+    }
+    with pytest.raises(error, match=re.escape(match)):
+        gate_loop_step(**call)
+
+
 def test_step_errors() -> None:
     q, k = torch.randn(2, 2, 3, 4)
     v = torch.randn(2, 3, 5)

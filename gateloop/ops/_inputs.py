@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gateloop._validation import check_tensor
+
 _HALF = (torch.float16, torch.bfloat16)
 _REAL = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPLEX = (torch.complex64, torch.complex128)
@@ -46,13 +48,8 @@ def _describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}"
 
 
-def _check_tensor(name: str, t: object) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    return t
-
-
 def _check_float_or_complex(name: str, t: Tensor, allow_complex: bool) -> None:
+    """``TypeError`` for a dtype outside float16..float64 (and complex64/128 where allowed)."""
     ok = t.dtype in _REAL or (allow_complex and t.dtype in _COMPLEX)
     if not ok:
         kinds = "a floating-point or complex" if allow_complex else "a real floating-point"
@@ -164,7 +161,7 @@ def _check_qkv(q: object, k: object, v: object, lead: str) -> tuple[Tensor, Tens
 
     Returns the tensors and the compute dtype.
     """
-    q, k, v = _check_tensor("q", q), _check_tensor("k", k), _check_tensor("v", v)
+    q, k, v = check_tensor("q", q), check_tensor("k", k), check_tensor("v", v)
     ndim = lead.count(",") + 2
     what = "one token, " if ndim == 3 else ""
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -264,7 +261,7 @@ def _validate_transitions(
         given = "both" if a is not None else "neither"
         raise ValueError(f"pass exactly one of a= or log_a= (the transitions), got {given}")
     name, value = ("a", a) if a is not None else ("log_a", log_a)
-    t = _check_tensor(name, value)
+    t = check_tensor(name, value)
     _check_float_or_complex(name, t, allow_complex=True)
     per_key = (*lead, dk)
     per_head = (*lead, 1)
@@ -285,7 +282,7 @@ def _validate_state(
 ) -> Tensor | None:
     if state is None:
         return None
-    t = _check_tensor(name, state)
+    t = check_tensor(name, state)
     _check_float_or_complex(name, t, allow_complex=True)
     if tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape [B, H, dk, dv] = {shape}, got {_describe(t)}")

@@ -6,6 +6,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from gateloop._validation import check_choice, check_positive_int
 from gateloop.ops._inputs import validate_sequence_inputs
 from gateloop.ops.attention import gate_loop_attention
 from gateloop.ops.chunked import gate_loop_chunk
@@ -70,17 +71,15 @@ def gate_loop(
         >>> y.shape, h.shape, h.dtype
         (torch.Size([2, 100, 4, 16]), torch.Size([2, 4, 16, 16]), torch.complex64)
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    check_choice("mode", mode, MODES)
     if not isinstance(output_final_state, bool):
         raise TypeError(f"output_final_state must be a bool, got {output_final_state!r}")
     if chunk_size is not None:
+        check_positive_int("chunk_size", chunk_size)
         if mode != "chunk":
             raise ValueError(
                 f"chunk_size applies to mode='chunk' only; got chunk_size={chunk_size} with mode={mode!r}"
             )
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if mode == "softmax" and (initial_state is not None or output_final_state):
         raise ValueError(
             "mode='softmax' has no recurrent state (the softmax normaliser is not linear): "
