@@ -25,11 +25,22 @@ from gateloop.cli_flags import add_config_flags
 DERIVED = frozenset({"model.vocab_size", "model.output_vocab_size"})
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (so `--threads 0` is a usage error, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
 def _common_flags(device: bool) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="CPU threads for PyTorch (default: one per core); 1 with taskset runs two jobs side by side",
     )
@@ -136,8 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lm_eval.add_argument("--run", type=Path, required=True, help="run directory of `gateloop train lm`")
     lm_eval.add_argument("--split", choices=("test", "val", "train"), default="test")
-    lm_eval.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: seq_len)")
-    lm_eval.add_argument("--max-tokens", type=int, default=None, help="score only the first N tokens")
+    lm_eval.add_argument(
+        "--stride", type=positive_int, default=None, help="sliding-window stride (default: seq_len)"
+    )
+    lm_eval.add_argument(
+        "--max-tokens", type=positive_int, default=None, help="score only the first N tokens"
+    )
 
     sample = commands.add_parser(
         "sample",
@@ -146,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--run", type=Path, required=True, help="run directory of `gateloop train lm`")
     sample.add_argument("--prompt", default="", help="text to continue")
-    sample.add_argument("--max-new-tokens", type=int, default=100)
+    sample.add_argument("--max-new-tokens", type=positive_int, default=100)
     sample.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    sample.add_argument("--top-k", type=int, default=None)
+    sample.add_argument("--top-k", type=positive_int, default=None)
     sample.add_argument("--top-p", type=float, default=None)
     sample.add_argument("--seed", type=int, default=0)
 
@@ -200,9 +215,11 @@ def _data_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     prep.add_argument("--corpus", choices=CORPORA, default="public-domain")
     prep.add_argument("--path", type=Path, default=None, help="input for --corpus wikitext103 / text")
     prep.add_argument("--tokenizer", choices=TOKENIZERS, default="gpt2", help="gpt2 (50257 ids), bpe, bytes")
-    prep.add_argument("--vocab-size", type=int, default=None, help="vocabulary of --tokenizer bpe")
+    prep.add_argument("--vocab-size", type=positive_int, default=None, help="vocabulary of --tokenizer bpe")
     prep.add_argument("--gpt2-ranks", default=None, help="local GPT-2 ranks file (gpt2.tiktoken)")
-    prep.add_argument("--workers", type=int, default=None, help="tokenising processes (default: all cores)")
+    prep.add_argument(
+        "--workers", type=positive_int, default=None, help="tokenising processes (default: all cores)"
+    )
     prep.add_argument("--out", type=Path, required=True, help="dataset directory")
     prep.add_argument("--no-progress", action="store_true")
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import check_positive_int
+from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
 from gateloop.experiments.run_config import RunConfig, field_names
@@ -119,8 +119,7 @@ def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
     2·d² per layer; the fixed variant drops the α, β projections (2·d² per layer) for one α, β per
     channel and gets the same FFN compensation.
     """
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}; got {name!r}")
+    check_choice("model", name, MODELS)
     if not isinstance(run.model, GateLoopConfig):
         raise ValueError(f"--model {name} needs a GateLoop run config to start from, got {run.model_name}")
     extra = run.model.d_model if match_parameters and name != "gateloop" else 0
@@ -175,8 +174,7 @@ def preset(
     match_parameters: bool = False,
 ) -> LMRun:
     """Preset ``name`` for ``model`` with dotted overrides (``{"model.d_model": 64, ...}``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    check_choice("preset", name, PRESETS)
     return build_run(PRESETS[name], model, overrides or {}, match_parameters=match_parameters)
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import check_positive_int
+from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
 from gateloop.experiments.run_config import RunConfig
@@ -127,16 +127,14 @@ def preset(
     name: str, variant: str | None = None, overrides: dict[str, Any] | None = None
 ) -> MemoryHorizonRun:
     """A copy of preset ``name`` in ``variant`` (default: the preset's) with dotted overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    check_choice("preset", name, PRESETS)
     return with_variant(PRESETS[name], variant).with_overrides(overrides or {})
 
 
 def with_variant(run: MemoryHorizonRun, variant: str | None) -> MemoryHorizonRun:
     if variant is None:
         return run
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}; got {variant!r}")
+    check_choice("variant", variant, VARIANTS)
     return run.with_overrides({"model.data_controlled": VARIANTS[variant]})
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gateloop._validation import check_positive_int
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -46,9 +48,7 @@ def configure_cpu(threads: int | None = None) -> None:
     """
     torch.set_flush_denormal(True)
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_positive_int("threads", threads))
 
 
 def current_runtime(device: torch.device | str | None = None) -> Runtime:
