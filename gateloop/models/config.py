@@ -11,9 +11,9 @@ from typing import Any, ClassVar, TypeVar
 
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import dataclass_from_dict
-from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
 from gateloop.layers.feed_forward import FFN_ACTIVATIONS
 from gateloop.layers.gate_loop_layer import TRANSITION_INITS
+from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
 
 C = TypeVar("C", bound="ModelConfig")
 
