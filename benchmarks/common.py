@@ -244,7 +244,7 @@ def prepare_worker() -> None:
     """Set-up every measuring process does before its first timed call."""
     from gateloop.ops._extension import load_extension
 
-    # why: decays drift into subnormals, which are ~100x slower on CPU (NUMERICS.md)
+    # why: decays drift into subnormals, ~100x slower on CPU (docs/numerics.md, 'Subnormals on the CPU')
     torch.set_flush_denormal(True)
     # build/load the compiled SISO kernel now, so a first-use build (~25 s) never lands in a timed
     # call (a slow warm-up counts as a run); a no-op under GATELOOP_NO_EXTENSION

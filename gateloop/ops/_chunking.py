@@ -17,8 +17,8 @@ DEFAULT_CHUNK_SIZE = 64
 # Largest within-chunk log-decay range for which the factorised form
 # (q ⊙ e^{G_n}) · (k ⊙ e^{-G_m}) is used. e^{-G_m} <= e^T must not overflow even after the
 # key-dim sum (float32: e^60 ~ 1e26, headroom 1e12 below the float32 max); the relative error of
-# the factorised product is ~ 2·T·eps (float32: 7e-6, float64: 1e-13). Chunks beyond it use exact
-# pairwise decays instead (see docs/numerics.md, 'The safe range').
+# the factorised product is at most ~ 2·T·eps (float32: 1.4e-5, float64: 2.2e-13). Chunks beyond
+# it use exact pairwise decays instead (see docs/numerics.md, 'The safe range').
 _SAFE_RANGE = {torch.float32: 60.0, torch.float64: 500.0}
 
 

@@ -23,7 +23,7 @@ _COMPLEX = (torch.complex64, torch.complex128)
 # Smallest log-magnitude a log-space mode works with. `a == 0` is legal (a hard reset) but
 # log 0 = -inf makes differences of cumulative sums NaN; e^floor is far below the dtype's
 # resolution (float32: e^-30 ~ 1e-13 vs eps 1.2e-7; float64: e^-80 ~ 2e-35 vs eps 2.2e-16), so a
-# floored gate forgets everything the dtype can represent.
+# floored gate forgets everything the dtype can represent (docs/numerics.md, 'Stability floors').
 _LOG_FLOOR = {torch.float32: -30.0, torch.float64: -80.0}
 
 
@@ -60,7 +60,8 @@ class _LogOfTransition(torch.autograd.Function):
     """(log|a| floored, angle(a)) with the holomorphic-log gradient grad_a = grad_log / conj(a).
 
     Below the floor the gate is a hard reset and carries no gradient (documented limitation of
-    the log-space modes for ``a`` input; pass ``log_a`` or use ``recurrent``/``scan``).
+    the log-space modes for ``a`` input; pass ``log_a`` or use ``recurrent``/``scan``). The
+    float32 rounding of grad_a grows like 1/|a|: docs/numerics.md, 'Gradients with respect to a'.
     """
 
     @staticmethod

@@ -7,7 +7,8 @@ NaN for L >~ 100 (the official notebook does). Here the relative decay Π_{j=m+1
 exp((G_n - G_m) + i(Φ_n - Φ_m)) with G, Φ the cumulative log-magnitudes and phases, masked to
 n >= m *before* exponentiating (every exponent is <= 0). G and Φ are accumulated in float64
 whatever the compute dtype: over thousands of strongly decaying steps |G| reaches 1e5 and a
-float32 difference G_n - G_m would lose its leading digits.
+float32 difference G_n - G_m would lose its leading digits (docs/numerics.md, 'Attention mode:
+relative decays').
 """
 
 from __future__ import annotations

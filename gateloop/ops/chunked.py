@@ -90,7 +90,8 @@ def _pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> 
     """
     c = q2.shape[-2]
     # why float64: a chunk lands here because its cumulative log-decay is large, exactly where a
-    # float32 difference G_n - G_m would cancel its leading digits
+    # float32 difference G_n - G_m would cancel its leading digits (docs/numerics.md, 'Exact
+    # pairwise fallback')
     G = torch.cumsum(log_mag.to(torch.float64), dim=-2)  # (n, c, d)
     dG = G[:, :, None, :] - G[:, None, :, :]  # (n, c_n, c_m, d)
     causal = torch.ones(c, c, dtype=torch.bool, device=q2.device).tril()[..., None]  # (c, c, 1)
