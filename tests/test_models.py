@@ -327,3 +327,46 @@ def test_bfloat16_model(model_cls, config_cls) -> None:
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
     reference = _model(model_cls, config_cls, dtype=torch.float32)(ids)
     assert (logits.float() - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+def _padded(seqs: list[torch.Tensor], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded with id 0 on ``side`` ("left", "right") to the longest: (ids, bool mask) [B, L]."""
+    L = max(len(s) for s in seqs)
+    rows, masks = [], []
+    for s in seqs:
+        pad = torch.zeros(L - len(s), dtype=torch.long)
+        real = torch.cat([torch.zeros(L - len(s)), torch.ones(len(s))]).bool()  # left: pads first
+        rows.append(torch.cat([pad, s]) if side == "left" else torch.cat([s, pad]))
+        masks.append(real if side == "left" else real.flip(0))
+    return torch.stack(rows), torch.stack(masks)
+
+
+@pytest.mark.parametrize(("model_cls", "config_cls"), MODELS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_generation_continues_each_row_from_its_last_real_token(model_cls, config_cls, side) -> None:
+    """Greedy and sampled generation of a padded batch == each row generated alone (the new tokens
+    start at column L whatever the padding)."""
+    model = _model(model_cls, config_cls)
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(1, 97, (n,), generator=g) for n in (4, 7, 1)]
+    ids, mask = _padded(seqs, side)
+    out = model.generate(ids, 5, temperature=0, attention_mask=mask)
+    assert torch.equal(out[:, :7], ids)
+    for i, s in enumerate(seqs):
+        alone = model.generate(s[None], 5, temperature=0)[0, len(s) :]
+        assert torch.equal(out[i, 7:], alone), f"{side} row {i}"
+    mask[1] = False
+    with pytest.raises(ValueError, match=r"attention_mask rows \[1\] have no real token"):
+        model.generate(ids, 2, attention_mask=mask)
+
+
+def test_prefill_scores_only_the_last_position_and_checks_ids_once(monkeypatch) -> None:
+    """The head sees [B, d_model] (never [B, L, d_model]); the range check (a host sync) runs once."""
+    model = _model(GateLoopLM, GateLoopConfig)
+    head_inputs: list[tuple[int, ...]] = []
+    checks: list[int] = []
+    logits, check = model.logits, model.check_input_ids
+    monkeypatch.setattr(model, "logits", lambda h: head_inputs.append(tuple(h.shape)) or logits(h))
+    monkeypatch.setattr(model, "check_input_ids", lambda ids: checks.append(1) or check(ids))
+    model.generate(torch.randint(0, 97, (2, 30)), 6, temperature=0)
+    assert head_inputs == [(2, 32)] * 6 and len(checks) == 1

@@ -105,8 +105,12 @@ class CausalModel(nn.Module):
                 nn.init.normal_(self.head.weight, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def _check_ids(self, input_ids: object) -> None:
-        """TypeError unless an integer tensor; ValueError unless [B, L], non-empty, in the vocabulary."""
+    def check_input_ids(self, input_ids: object) -> None:
+        """TypeError unless an integer tensor; ValueError unless [B, L], non-empty, in the vocabulary.
+
+        The range check reads the ids' min and max back to the host (a device sync): callers that
+        feed the model their own sampled ids check the prompt once and pass ``check_ids=False``.
+        """
         input_ids = check_tensor("input_ids", input_ids, INTEGER_DTYPES)
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must have shape [B, L], got {tuple(input_ids.shape)}")
@@ -120,10 +124,21 @@ class CausalModel(nn.Module):
             )
 
     def hidden_states(
-        self, input_ids: Tensor, *, state: list[Any] | None = None, return_state: bool = False, **masks: Any
+        self,
+        input_ids: Tensor,
+        *,
+        state: list[Any] | None = None,
+        return_state: bool = False,
+        check_ids: bool = True,
+        **masks: Any,
     ) -> tuple[Tensor, list[Any] | None]:
-        """input_ids [B, L] -> final hidden states [B, L, d_model] (and per-layer states)."""
-        self._check_ids(input_ids)
+        """input_ids [B, L] -> final hidden states [B, L, d_model] (and per-layer states).
+
+        ``check_ids=False`` skips ``check_input_ids`` (for ids already checked or sampled from
+        this model's own head); ``logits`` turns any slice of the result into scores.
+        """
+        if check_ids:
+            self.check_input_ids(input_ids)
         if state is not None:
             if not isinstance(state, (list, tuple)):
                 raise TypeError(

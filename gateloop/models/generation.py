@@ -129,6 +129,66 @@ def _rows(state: Any) -> int | None:
     return None
 
 
+# why not every token: ``finished.all()`` reads a flag back to the host (a device sync); rows that
+# finished keep emitting eos, so checking every few tokens only saves work, never changes the output
+EOS_CHECK_EVERY = 16
+
+
+def last_real_positions(attention_mask: Tensor | None, shape: tuple[int, int]) -> Tensor | None:
+    """Index of each row's last real token (``attention_mask`` True) -> LongTensor [B]; None without a
+    mask. Any padding pattern (left, right, both) is allowed; a row with no real token is an error
+    naming the row. One host sync per call (the all-padding check)."""
+    if attention_mask is None:
+        return None
+    mask = check_tensor("attention_mask", attention_mask, (torch.bool,))
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"attention_mask must have shape [B, L] = {shape}, got {tuple(mask.shape)}")
+    empty = ~mask.any(dim=1)  # (B,)
+    if bool(empty.any()):
+        rows = empty.nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask rows {rows} have no real token (all False): nothing to continue")
+    L = shape[1]
+    return L - 1 - mask.flip(1).to(torch.uint8).argmax(dim=1)  # (B,): argmax finds the first True
+
+
+def _check_generate_args(model: CausalModel, max_new_tokens: object) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise TypeError(f"max_new_tokens must be a non-negative int, got {type(max_new_tokens).__name__}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens}")
+    if model.config.head_vocab_size != model.config.vocab_size:
+        raise ValueError("generate() needs an LM head over the input vocabulary (output_vocab_size is set)")
+
+
+def prefill(
+    model: CausalModel, input_ids: Tensor, attention_mask: Tensor | None = None
+) -> tuple[Tensor, RecurrentCache]:
+    """Run the prompt once: (logits of the next token [B, V], the cache after the prompt).
+
+    The next token follows each row's last real token (``attention_mask`` True), so right-padded
+    rows continue from their own end: padding is the identity on a GateLoop state and is marked
+    invalid in a KV cache. Only those B positions go through the head (never [B, L, V]).
+    """
+    model.check_input_ids(input_ids)  # once per call: sampled ids need no check
+    last = last_real_positions(attention_mask, tuple(input_ids.shape))
+    masks = {} if attention_mask is None else {"attention_mask": attention_mask}
+    hidden, states = model.hidden_states(input_ids, return_state=True, check_ids=False, **masks)
+    if last is None:
+        final = hidden[:, -1]  # (B, d_model)
+    else:
+        final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, d_model)
+    return model.logits(final), RecurrentCache(states, num_tokens=input_ids.shape[1])
+
+
+def decode_step(model: CausalModel, tokens: Tensor, cache: RecurrentCache) -> Tensor:
+    """Feed one token per row ([B]) after ``cache`` (updated in place) -> next-token logits [B, V]."""
+    hidden, states = model.hidden_states(
+        tokens[:, None], state=cache.states, return_state=True, check_ids=False
+    )  # (B, 1, d_model)
+    cache.update(states, 1)
+    return model.logits(hidden[:, -1])
+
+
 @torch.no_grad()
 def generate(
     model: CausalModel,
@@ -144,39 +204,29 @@ def generate(
 ) -> Tensor:
     """Prefill the prompt once, then one cached step per new token (greedy at temperature 0).
 
-    input_ids [B, L] (left-padded rows with ``attention_mask`` False on the padding) ->
-    [B, L + max_new_tokens]; after ``eos_token_id`` a row keeps emitting it.
+    input_ids [B, L] -> [B, L + max_new_tokens]: the prompt as given, then the new tokens. With
+    ``attention_mask`` (bool [B, L], False on padding) each row continues from its own last real
+    token, whether it is padded on the left or the right; the new tokens of a right-padded row
+    still start at column L. After ``eos_token_id`` a row keeps emitting it. The ids are checked
+    once per call, not once per token.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise TypeError(f"max_new_tokens must be a non-negative int, got {type(max_new_tokens).__name__}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens}")
-    if model.config.head_vocab_size != model.config.vocab_size:
-        raise ValueError("generate() needs an LM head over the input vocabulary (output_vocab_size is set)")
-    masks = {} if attention_mask is None else {"attention_mask": attention_mask}
-    logits, states = model(input_ids, state=None, return_state=True, **masks)
-    cache = RecurrentCache(states, num_tokens=input_ids.shape[1])
-    tokens = [input_ids]
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    _check_generate_args(model, max_new_tokens)
+    logits, cache = prefill(model, input_ids, attention_mask)  # (B, V)
+    B, L = input_ids.shape
+    out = input_ids.new_full((B, L + max_new_tokens), eos_token_id if eos_token_id is not None else 0)
+    out[:, :L] = input_ids
+    finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     for i in range(max_new_tokens):
         next_token = sample_next_token(
-            logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
         )  # (B,)
         if eos_token_id is not None:
             next_token = torch.where(finished, torch.full_like(next_token, eos_token_id), next_token)
             finished |= next_token == eos_token_id
-        tokens.append(next_token[:, None])
-        if i + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+        out[:, L + i] = next_token
+        if i + 1 == max_new_tokens:
             break
-        logits, states = model(next_token[:, None], state=cache.states, return_state=True)
-        cache.update(states, 1)
-    out = torch.cat(tokens, dim=1)
-    if out.shape[1] < input_ids.shape[1] + max_new_tokens:  # all rows hit eos early
-        pad = torch.full(
-            (out.shape[0], input_ids.shape[1] + max_new_tokens - out.shape[1]),
-            eos_token_id if eos_token_id is not None else 0,
-            dtype=out.dtype,
-            device=out.device,
-        )
-        out = torch.cat([out, pad], dim=1)
+        if eos_token_id is not None and (i + 1) % EOS_CHECK_EVERY == 0 and bool(finished.all()):
+            break  # the rest of ``out`` already holds eos
+        logits = decode_step(model, next_token, cache)
     return out
