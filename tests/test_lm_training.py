@@ -85,7 +85,9 @@ def test_resume_with_changed_config_is_refused(tmp_path, byte_data) -> None:
     lm.train(toy(byte_data), tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"different config .*train\.lr: 0\.002 -> 0\.001"):
         lm.train(toy(byte_data, **{"train.lr": 1e-3}), tmp_path / "run", resume=True, progress=False)
-    lm.train(toy(byte_data, **{"train.max_steps": 8}), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"train\.max_steps: 6 -> 8"):  # the lr schedule depends on it
+        lm.train(toy(byte_data, **{"train.max_steps": 8}), tmp_path / "run", resume=True, progress=False)
+    lm.train(toy(byte_data, **{"train.eval_every": 2}), tmp_path / "run", resume=True, progress=False)
 
 
 def test_seq_len_beyond_the_data(tmp_path, byte_data) -> None:

@@ -6,23 +6,33 @@ Layout of a run directory::
     run_dir/checkpoints/step_00000500/model.safetensors   model weights (no pickle)
     run_dir/checkpoints/step_00000500/trainer_state.pt    optimizer, scheduler, RNG, step
 
-A checkpoint is written to a temporary directory and renamed into place, so a run killed while
-saving never leaves a half-written ``step_*`` directory behind.
+A checkpoint (and ``final/``) is written to a temporary directory, fsynced and renamed into place
+(``gateloop.training.files``), so a run killed while saving, or a power loss, never leaves a
+half-written ``step_*`` directory behind; readers skip a corrupt one for the one before it.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
 import random
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gateloop.models.base import CausalModel, load_weights
+from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME, CausalModel, load_weights
 from gateloop.training.distributed import Runtime, barrier
+from gateloop.training.files import TMP_PREFIX, publish_dir, remove_dir
 
 TRAINER_STATE = "trainer_state.pt"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint or model directory whose files cannot be read (torn, truncated, not ours)."""
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
@@ -33,15 +43,48 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if (p / TRAINER_STATE).is_file())
 
 
+def check_model_dir(directory: Path) -> None:
+    """``CorruptCheckpointError`` naming the file unless ``config.json`` parses and
+    ``model.safetensors`` has a complete header covering the whole file."""
+    from safetensors import safe_open
+
+    config, weights = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config, weights):
+        if not path.is_file():
+            raise CorruptCheckpointError(f"{path} is missing")
+    try:
+        json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptCheckpointError(f"{config} is not valid JSON ({e})") from e
+    try:
+        with safe_open(str(weights), "pt"):
+            pass
+    except Exception as e:  # safetensors raises its own SafetensorError for torn or foreign files
+        raise CorruptCheckpointError(f"{weights} is corrupt or truncated ({e})") from e
+
+
 def trained_model_dir(run_dir: str | Path) -> Path:
-    """Where a run's weights are: ``final/`` when training finished, else the latest checkpoint."""
+    """Where a run's weights are: ``final/`` when training finished, else the latest checkpoint.
+
+    A directory whose files are torn (a kill while saving, a full disk) is skipped, with a warning
+    that names it, for the newest intact one.
+    """
     run_dir = Path(run_dir)
-    if (run_dir / "final").is_dir():
-        return run_dir / "final"
-    found = checkpoint_dirs(run_dir)
-    if not found:
-        raise FileNotFoundError(f"{run_dir} has no final model and no checkpoint")
-    return found[-1]
+    candidates = [run_dir / "final", *reversed(checkpoint_dirs(run_dir))]
+    problems = []
+    for directory in candidates:
+        if not directory.is_dir():
+            continue
+        try:
+            check_model_dir(directory)
+        except CorruptCheckpointError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            warnings.warn(f"{'; '.join(problems)}: using {directory} instead", RuntimeWarning, stacklevel=2)
+        return directory
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    raise FileNotFoundError(f"{run_dir} has no intact final model and no intact checkpoint{detail}")
 
 
 def save_checkpoint(
@@ -54,10 +97,11 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write ``checkpoints/step_<step>`` (weights, config, optimizer, scheduler, every RNG) and
-    prune all but the newest ``keep``."""
+    prune all but the newest ``keep``. Written under a temporary name, fsynced and renamed
+    (``files.publish_dir``): a checkpoint that looks complete is complete."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp_step_{step:08d}"
+    tmp = root / f"{TMP_PREFIX}step_{step:08d}"
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
@@ -70,12 +114,21 @@ def save_checkpoint(
         "python_rng": random.getstate(),
     }
     torch.save(state, tmp / TRAINER_STATE)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    publish_dir(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+        remove_dir(old)
     return final
+
+
+def save_final(run_dir: str | Path, model: CausalModel) -> Path:
+    """``run_dir/final`` (``save_pretrained`` layout), published like a checkpoint."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / f"{TMP_PREFIX}final"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    publish_dir(tmp, run_dir / "final")
+    return run_dir / "final"
 
 
 def load_checkpoint(
@@ -85,11 +138,20 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG in place; returns the trainer state dict."""
+    """Restore model, optimizer, scheduler and RNG in place; returns the trainer state dict.
+
+    Unreadable files raise ``CorruptCheckpointError`` naming them; a checkpoint of another model
+    config raises ``ValueError`` naming the fields.
+    """
     directory = Path(directory)
+    check_model_dir(directory)
     load_weights(model, directory)  # refuses a checkpoint whose model config differs
-    # weights_only: the trainer state holds tensors and plain Python values only
-    state = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=True)
+    path = directory / TRAINER_STATE
+    try:
+        # weights_only: the trainer state holds tensors and plain Python values only
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
+        raise CorruptCheckpointError(f"{path} is corrupt or truncated ({type(e).__name__})") from e
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
@@ -162,9 +224,18 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
     ) -> int:
-        """Load the latest checkpoint into model, optimizer, scheduler and RNGs; its step (0: none)."""
-        latest = self.latest()
-        if latest is None:
-            return 0
-        state = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler)
-        return int(state["step"])
+        """Load the newest readable checkpoint into model, optimizer, scheduler and RNGs and return
+        its step (0: none). A corrupt one is skipped for the one before it, with a warning."""
+        found = checkpoint_dirs(self.run_dir)
+        problems = []
+        for directory in reversed(found):
+            try:
+                state = load_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler)
+            except CorruptCheckpointError as e:
+                warnings.warn(f"{e}; trying the checkpoint before it", RuntimeWarning, stacklevel=2)
+                problems.append(str(e))
+                continue
+            return int(state["step"])
+        if found:
+            raise CorruptCheckpointError(f"no readable checkpoint in {self.run_dir}: {'; '.join(problems)}")
+        return 0

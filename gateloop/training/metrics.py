@@ -4,12 +4,15 @@ and the trainer's logging component."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from gateloop.training.distributed import Runtime
+from gateloop.training.files import atomic_write_text
 from gateloop.training.step_time import StepTimeMonitor
 
 
@@ -38,13 +41,30 @@ class MetricsLogger:
             return next(csv.reader(f), None)
 
     def read(self) -> list[dict[str, Any]]:
+        """Every row; a torn last line (a kill or a full disk mid-write) is dropped with a
+        warning, a bad line anywhere else is an error naming the file and line."""
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        lines = self.jsonl.read_text(errors="replace").splitlines()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if number < len(lines):
+                    raise ValueError(f"{self.jsonl} line {number} is not valid JSON ({e})") from e
+                warnings.warn(
+                    f"{self.jsonl}: dropped a torn last line ({line[:60]!r})", RuntimeWarning, stacklevel=2
+                )
+        return rows
 
     def truncate_after(self, step: int) -> None:
+        """Keep the rows up to ``step`` (a resumed run's log then has every step once); both files
+        are rewritten atomically, so a kill here loses nothing."""
         rows = [r for r in self.read() if r.get("step", 0) <= step]
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         self._write_csv(rows)
 
     def _write_csv(self, rows: list[dict[str, Any]]) -> None:
@@ -52,10 +72,11 @@ class MetricsLogger:
         fields: list[str] = []
         for r in rows:
             fields.extend(k for k in r if k not in fields)
-        with self.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.csv, out.getvalue())
 
 
 class TrainLog:

@@ -10,28 +10,31 @@ run must ask for the same thing as the run it continues, except for the fields i
 from __future__ import annotations
 
 import json
+import os
+import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
 from gateloop.training.checkpoint import checkpoint_dirs
+from gateloop.training.files import atomic_write_text, sweep_leftovers
 
 CONFIG_NAME = "config.json"
 # version of the run-config layout; 1 (no "format" key) is the layout before composed configs
 RUN_CONFIG_FORMAT = 2
 
-# fields a resumed run may change without changing what it computes up to its last checkpoint
+# fields a resumed run may change without changing what it computes (bookkeeping only); the run's
+# length is not among them: the learning-rate schedule depends on it, so a longer run is a new run
 RESUMABLE_CHANGES = {
-    "train.max_steps",
-    "train.epochs",
     "train.log_every",
     "train.eval_every",
     "train.eval_every_epochs",
     "train.checkpoint_every",
     "train.keep_checkpoints",
-    "resolved.max_steps",
-    "resolved.warmup_steps",
     "resolved.eval_every",
 }
+# fields whose change is allowed with a warning: results move in the last digits only
+WARN_CHANGES = {"resolved.threads"}
 
 
 class OldRunFormatError(ValueError):
@@ -67,7 +70,7 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            if f"{prefix}{key}" in RESUMABLE_CHANGES:
+            if f"{prefix}{key}" in RESUMABLE_CHANGES | WARN_CHANGES:
                 continue
             out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
@@ -84,6 +87,14 @@ def start_run_dir(run_dir: str | Path, run_config: dict[str, Any], *, resume: bo
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        swept = sweep_leftovers(run_dir) + sweep_leftovers(run_dir / "checkpoints")
+        if swept:
+            warnings.warn(
+                f"removed what an interrupted run left behind: {', '.join(p.name for p in swept)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     existing = checkpoint_dirs(run_dir)
     config = {"format": RUN_CONFIG_FORMAT, **json.loads(json.dumps(run_config))}
     if existing and not resume:
@@ -93,17 +104,76 @@ def start_run_dir(run_dir: str | Path, run_config: dict[str, Any], *, resume: bo
         )
     saved_path = run_dir / CONFIG_NAME
     if existing and saved_path.is_file():
-        changes = config_differences(read_run_config(run_dir), config)
+        saved = read_run_config(run_dir)
+        changes = config_differences(saved, config)
         if changes:
             raise ValueError(
                 f"--resume with a different config than {saved_path}: "
                 + "; ".join(changes[:8])
                 + " (start a new run directory, or resume with the original settings)"
             )
+        _warn_on_thread_change(saved, config)
     if existing:
         return True
     if is_main:
         for name in ("metrics.jsonl", "metrics.csv"):
             (run_dir / name).unlink(missing_ok=True)
-        saved_path.write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write_text(saved_path, json.dumps(config, indent=2) + "\n")
     return False
+
+
+def _warn_on_thread_change(saved: dict[str, Any], config: dict[str, Any]) -> None:
+    before = saved.get("resolved", {}).get("threads")
+    now = config.get("resolved", {}).get("threads")
+    if before is not None and now is not None and before != now:
+        warnings.warn(
+            f"this run started with {before} CPU threads and resumes with {now}: matmul reductions "
+            "split differently, so results differ from an uninterrupted run in the last digits (~1e-5); "
+            f"pass --threads {before} for an exact continuation",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing this run directory."""
+
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory for one writer (``fcntl.flock`` on ``.lock``).
+
+    The kernel drops the lock when its process dies however it dies, so a stale lock from a killed
+    run never blocks a new one; the file records the holder's PID and host for the message a
+    second writer gets.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.path.parent} is being written by {holder}; wait for it to finish, stop it, or "
+                "choose another --out (one writer per run directory)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from gateloop.models.base import CausalModel
-from gateloop.training.checkpoint import Checkpointer
+from gateloop.training.checkpoint import Checkpointer, save_final
 from gateloop.training.config import Schedule, TrainConfig
 from gateloop.training.distributed import (
     Runtime,
@@ -34,7 +34,7 @@ from gateloop.training.distributed import (
 from gateloop.training.evaluation import EvalFn, Evaluator, scalars
 from gateloop.training.metrics import MetricsLogger, TrainLog
 from gateloop.training.optim import build_optimizer, build_scheduler
-from gateloop.training.run_dir import start_run_dir
+from gateloop.training.run_dir import RunLock, start_run_dir
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
@@ -164,7 +164,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _resume_or_start(self, resume: bool) -> None:
-        resuming = start_run_dir(self.run_dir, self.run_config, resume=resume, is_main=self.runtime.is_main)
+        # the thread count changes reductions in the last digits: recorded, and a change warned of
+        resolved = {**self.run_config.get("resolved", {}), "threads": torch.get_num_threads()}
+        run_config = {**self.run_config, "resolved": resolved}
+        resuming = start_run_dir(self.run_dir, run_config, resume=resume, is_main=self.runtime.is_main)
         if resuming:
             self.step = self.checkpointer.restore(self.model, self.optimizer, self.scheduler)
             if self.runtime.is_main:
@@ -174,7 +177,13 @@ class Trainer:
 
     def train(self, *, resume: bool = False) -> TrainResult:
         """Train to ``max_steps`` (continuing the latest checkpoint when ``resume``), evaluate,
-        save ``final/``; returns the model and the final evaluation."""
+        save ``final/``; returns the model and the final evaluation. Rank 0 holds the run
+        directory's lock throughout: a second writer is refused."""
+        lock = RunLock(self.run_dir) if self.runtime.is_main else contextlib.nullcontext()
+        with lock:
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> TrainResult:
         self._resume_or_start(resume)
         max_steps = self.schedule.max_steps
         self.log.open(initial=self.step, total=max_steps)
@@ -205,7 +214,7 @@ class Trainer:
         self.log.close()
         evaluation = self._final_evaluation()
         if self.runtime.is_main:
-            self.model.save_pretrained(self.run_dir / "final")
+            save_final(self.run_dir, self.model)
         barrier(self.runtime)
         return TrainResult(self.model, self.step, dict(self.log.last), evaluation)
 
