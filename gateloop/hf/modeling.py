@@ -1,0 +1,179 @@
+"""``GateLoopForCausalLM`` (and ``GateLoopTransformerForCausalLM``): Hugging Face ``PreTrainedModel``
++ ``GenerationMixin`` wrappers around our own ``GateLoopLM`` / ``TransformerLM`` (``self.model``),
+so ``from_pretrained``, ``generate`` (greedy, sampling, top-k/top-p, beam search, streamers),
+``labels`` -> ``loss`` and lm-eval's ``--model hf`` drive the library's model code directly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from gateloop.hf.cache import GateLoopCache
+from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
+from gateloop.models import GateLoopLM, TransformerLM
+from gateloop.models.base import CausalModel
+
+# generate's options that only apply when sampling (do_sample=True)
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
+
+
+class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
+    """The shared adapter: ``self.model`` is our model; weights are ``model.<our names>``."""
+
+    native_model: ClassVar[type[CausalModel]] = CausalModel
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _is_stateful = True  # a recurrent state cannot be rolled back (no assisted decoding)
+    _no_split_modules: ClassVar[list[str]] = ["Block"]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.model = self.native_model(config.to_native())
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``; a local directory must hold this class's model_type
+        (transformers only warns, then loads whatever matches)."""
+        directory = Path(str(pretrained_model_name_or_path))
+        if (directory / "config.json").is_file():
+            saved = json.loads((directory / "config.json").read_text())
+            if saved.get("model_type") != cls.config_class.model_type:
+                raise ValueError(
+                    f"{directory / 'config.json'} has model_type {saved.get('model_type')!r}: not a "
+                    f"{cls.__name__} directory (expected model_type {cls.config_class.model_type!r})"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Nothing: our layers initialise themselves when built, and loading overwrites every weight."""
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the forward makes its own GateLoopCache
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed = value
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        return self.model.head  # None when tied: the forward reuses embed.weight
+
+    def prepare_inputs_for_generation(
+        self, input_ids: Tensor, *, is_first_iteration: bool | None = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        first = is_first_iteration
+        inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=first, **kwargs)
+        if kwargs.get("use_cache", True) and not first:
+            inputs["attention_mask"] = None  # a generated token is always real: the fast one-token step
+        return inputs
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """``GenerationMixin.generate``, after refusing beam search with sampling-only options."""
+        _check_beam_options(kwargs, self.generation_config)
+        return super().generate(*args, **kwargs)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cache: GateLoopCache | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | Tensor = 0,
+        inputs_embeds: Tensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple[Any, ...]:
+        """input_ids [B, L] (after ``cache``'s positions) -> logits [B, L or logits_to_keep, V].
+
+        attention_mask: [B, L] or [B, cached + L], 0/False on padding (any dtype). labels [B, L]:
+        shifted inside (HF convention, -100 ignored) into ``loss``.
+        """
+        if inputs_embeds is not None or input_ids is None:
+            raise ValueError(f"{type(self).__name__} takes input_ids (inputs_embeds is not supported)")
+        cache = kwargs.pop("past_key_values", None) if cache is None else cache  # transformers < 5.24
+        if use_cache is None:
+            use_cache = bool(self.config.use_cache) and not self.training
+        masks = _new_token_mask(attention_mask, input_ids.shape)
+        state = None if cache is None or not cache.states else cache.states
+        hidden, states = self.model.hidden_states(input_ids, state=state, return_state=use_cache, **masks)
+        if use_cache:
+            cache = cache if cache is not None else GateLoopCache()
+            cache.update(states, input_ids.shape[1])
+        logits = self.model.logits(_keep(hidden, logits_to_keep))  # (B, kept, V)
+        loss = None
+        if labels is not None:
+            vocab = self.config.vocab_size
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab, **kwargs)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+        return output if return_dict is not False else output.to_tuple()
+
+
+def _new_token_mask(attention_mask: Tensor | None, shape: torch.Size) -> dict[str, Tensor]:
+    """{"attention_mask": bool [B, L]} for the L new positions (HF passes the mask over the whole
+    sequence so far); {} without a mask."""
+    if attention_mask is None:
+        return {}
+    if attention_mask.ndim != 2 or attention_mask.shape[0] != shape[0] or attention_mask.shape[1] < shape[1]:
+        raise ValueError(
+            f"attention_mask must have shape [B, L] or [B, cached + L] with B, L = {tuple(shape)}, got "
+            f"{tuple(attention_mask.shape)}"
+        )
+    return {"attention_mask": attention_mask[:, -shape[1] :].bool()}
+
+
+def _keep(hidden: Tensor, logits_to_keep: int | Tensor) -> Tensor:
+    """The positions whose logits are wanted: all (0), the last n (int n), or the given indices."""
+    if isinstance(logits_to_keep, Tensor):
+        return hidden[:, logits_to_keep]
+    return hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+
+
+def _check_beam_options(kwargs: dict[str, Any], default: Any) -> None:
+    """ValueError for beam search (num_beams > 1, do_sample False) given sampling-only options:
+    they would be ignored silently."""
+    config = kwargs.get("generation_config") or default
+    num_beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
+    do_sample = kwargs.get("do_sample", getattr(config, "do_sample", False))
+    if num_beams <= 1 or do_sample:
+        return
+    given = [f"{name}={kwargs[name]!r}" for name in SAMPLING_OPTIONS if kwargs.get(name) is not None]
+    if given:
+        raise ValueError(
+            f"num_beams={num_beams} without do_sample=True is beam search, which ignores {', '.join(given)}: "
+            "drop them, or pass do_sample=True for beam sampling"
+        )
+
+
+class GateLoopForCausalLM(_CausalLMAdapter):
+    """Hugging Face causal LM over ``gateloop.models.GateLoopLM`` (``model_type = "gateloop"``).
+
+    Example:
+        >>> from gateloop.models import GateLoopConfig
+        >>> model = GateLoopForCausalLM(GateLoopHFConfig.from_native(GateLoopConfig.tiny())).eval()
+        >>> ids = torch.randint(0, 97, (2, 6))
+        >>> model(ids, labels=ids).loss.shape
+        torch.Size([])
+        >>> model.generate(ids, max_new_tokens=4, do_sample=False).shape
+        torch.Size([2, 10])
+    """
+
+    config_class = GateLoopHFConfig
+    native_model: ClassVar[type[CausalModel]] = GateLoopLM
+
+
+class GateLoopTransformerForCausalLM(_CausalLMAdapter):
+    """Hugging Face causal LM over the baseline ``gateloop.models.TransformerLM``."""
+
+    config_class = GateLoopTransformerHFConfig
+    native_model: ClassVar[type[CausalModel]] = TransformerLM
