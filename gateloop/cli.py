@@ -14,7 +14,7 @@ Every training command takes ``--preset`` or ``--config run.json`` (a saved run 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gateloop",
         description="GateLoop (Katsch 2023): train, evaluate and reproduce the paper's experiments.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     on_device, cpu_only = _common_flags(device=True), _common_flags(device=False)
 
@@ -225,20 +226,37 @@ def _data_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error ends in one line on stderr and exit status 1 (2 for bad usage),
+    with the traceback only under ``--debug`` or ``GATELOOP_DEBUG=1``."""
+    args = build_parser().parse_args(argv)
+    if args.debug or os.environ.get("GATELOOP_DEBUG", "") not in ("", "0"):
+        return _run(args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(
+            "gateloop: interrupted (a training run continues from its last checkpoint with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as e:  # every failure a person can act on ends here, as one message
+        message = str(e) or type(e).__name__
+        print(
+            f"gateloop: error: {message}\n(--debug or GATELOOP_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from gateloop.cli_commands import COMMANDS
     from gateloop.training.distributed import configure_cpu, setup_run
 
-    args = build_parser().parse_args(argv)
     command = COMMANDS[(args.command, getattr(args, "task", None))]
     if not hasattr(args, "device"):  # data preparation: no model, no process group
         configure_cpu(args.threads)
         return command(args, None)
     with setup_run(args.device, args.threads) as runtime:
         return command(args, runtime)
-
-
-def print_json(result: dict[str, Any]) -> None:
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,58 @@ def to_dict(config: Any) -> dict[str, Any]:
             value = list(value)
         out[f.name] = value
     return out
+
+
+def check_field_types(config: Any) -> None:
+    """``TypeError`` naming the field when a value does not have its declared type.
+
+    Strict where JSON and hand edits go wrong: ``"false"`` is not a bool (it would be truthy),
+    ``64.5`` and ``true`` are not ints; an int is accepted for a float. Nested configs check
+    themselves in their own ``validate``.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        if not _matches(hints[f.name], value):
+            raise TypeError(
+                f"{type(config).__name__}.{f.name} must be {_describe_hint(hints[f.name])}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    if hint is Any:
+        return True
+    options = _options(hint)
+    if len(options) > 1:
+        return any(_matches(option, value) for option in options)
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is tuple:
+        kinds = typing.get_args(hint)
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(kinds)
+            and all(_matches(k, v) for k, v in zip(kinds, value, strict=True))
+        )
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe_hint(hint: Any) -> str:
+    options = _options(hint)
+    if len(options) > 1:
+        return " or ".join(_describe_hint(o) for o in options)
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) is tuple:
+        return f"a tuple of ({', '.join(_describe_hint(k) for k in typing.get_args(hint))})"
+    name = getattr(hint, "__name__", str(hint))
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from gateloop.experiments.memory_horizon import batch_fn, load_data, loss_fn, preset
+from gateloop.experiments.memory_horizon import MemoryHorizonRun, batch_fn, load_data, loss_fn, preset
 from gateloop.models import GateLoopConfig, GateLoopLM
 from gateloop.training import (
     MetricsLogger,
@@ -149,7 +149,7 @@ def test_schedule_resolution() -> None:
     assert TrainConfig(epochs=0.5).resolve(10.0).eval_every == 0  # at the end only
     with pytest.raises(ValueError, match="set max_steps or epochs"):
         TrainConfig().validate()
-    with pytest.raises(TypeError, match="batch_size must be a positive int"):
+    with pytest.raises(TypeError, match="batch_size must be an int, got '8'"):
         TrainConfig(max_steps=1, batch_size="8").validate()  # type: ignore[arg-type]
 
 
@@ -238,3 +238,25 @@ def test_cuda_rng_state_is_saved_and_restored(monkeypatch) -> None:
     assert restored == [states]
     with pytest.raises(ValueError, match="CUDA RNG states of 1 GPUs, this machine has 2"):
         checkpoint._restore_cuda_rng(states[:1])
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "error"),
+    [
+        ("model", "data_controlled", "false", TypeError),  # would be truthy
+        ("data", "seq_len", 64.5, TypeError),
+        ("model", "n_head", True, TypeError),
+        ("train", "lr", "0.1", TypeError),
+        ("train", "lr", -0.1, ValueError),
+        ("model", "magnitude_init", (0.5, 1.5), ValueError),
+        ("model", "chunk_size", -3, ValueError),
+        ("train", "epochs", -1.0, ValueError),
+        ("train", "max_steps", 0, ValueError),
+    ],
+)
+def test_configs_refuse_wrong_types_and_ranges(section: str, field: str, value, error: type) -> None:
+    """A hand-edited or JSON config never turns "false" into True or 64.5 into a length."""
+    saved = preset("cpu").to_dict()
+    saved[section][field] = list(value) if isinstance(value, tuple) else value
+    with pytest.raises(error, match=field):
+        MemoryHorizonRun.from_dict(saved)

@@ -114,6 +114,17 @@ def read_wikitext103(path: str | Path) -> Corpus:
 
 
 # ---------------------------------------------------------------- local text
+def read_utf8(path: Path) -> str:
+    """A file's text; a file that is not UTF-8 is an error naming it and the first bad byte."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 4]!r}); convert it, "
+            f"e.g. `iconv -f latin1 -t utf-8 {path.name}`, or remove it from the corpus"
+        ) from None
+
+
 def read_text(path: str | Path) -> Corpus:
     """Any local UTF-8 text: a directory (every ``*.txt`` below it is a document) or one file
     (its blank-line-separated paragraphs are the documents), split by content hash."""
@@ -122,10 +133,10 @@ def read_text(path: str | Path) -> Corpus:
         files = sorted(root.rglob("*.txt"))
         if not files:
             raise FileNotFoundError(f"{root} has no *.txt files")
-        documents = [f.read_text(encoding="utf-8") for f in files]
+        documents = [read_utf8(f) for f in files]
         sources = {str(f.relative_to(root)): sha256_of(f) for f in files}
     elif root.is_file():
-        documents = [p.strip() for p in re.split(r"\n\s*\n", root.read_text(encoding="utf-8")) if p.strip()]
+        documents = [p.strip() for p in re.split(r"\n\s*\n", read_utf8(root)) if p.strip()]
         sources = {root.name: sha256_of(root)}
     else:
         raise FileNotFoundError(f"--path {root} is neither a file nor a directory")

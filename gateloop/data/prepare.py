@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,23 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(spec: dict[str, Any], bpe_json: str | None) -> None:
+    _die_with_parent()
     _WORKER["tokenizer"] = BPETokenizer.from_json(bpe_json) if bpe_json else load_tokenizer(spec)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``), so
+    a killed ``data prepare`` never leaves tokenising processes behind; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _encode_batch(documents: list[str]) -> list[list[int]]:
@@ -152,6 +169,14 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     (out / META).unlink(missing_ok=True)  # the dataset is incomplete until meta.json is rewritten
     corpus = load_corpus(corpus_name, path)
+    empty = [split for split in SPLITS if not corpus.splits[split]]
+    if empty:
+        counts = ", ".join(f"{s} {len(corpus.splits[s])}" for s in SPLITS)
+        raise ValueError(
+            f"the corpus is too small: no documents for {', '.join(empty)} (documents per split: {counts}); "
+            "training needs non-empty validation and test splits: add documents (a text corpus splits them "
+            "by content hash, about 98/1/1)"
+        )
     for note in corpus.notes:
         print(f"[data] {note}")
     tokenizer = build_tokenizer(tokenizer_name, corpus, vocab_size=vocab_size, gpt2_ranks=gpt2_ranks)
@@ -172,7 +197,9 @@ def prepare(
         "sources": corpus.sources,
         "notes": corpus.notes,
     }
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = out / f"{META}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out / META)  # atomic: a dataset looks complete only when it is
     return meta
 
 
@@ -187,8 +214,16 @@ class TokenDataset:
                 f"{meta_path} not found: {self.directory} is not a complete dataset "
                 "(run `gateloop data prepare`)"
             )
-        self.meta = json.loads(meta_path.read_text())
-        self.dtype = np.dtype(self.meta["dtype"])
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            self.dtype = np.dtype(self.meta["dtype"])
+            vocab_size = int(self.meta["tokenizer"]["vocab_size"])
+            self.meta["splits"].items()
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"{meta_path} is corrupt or not a gateloop dataset's ({type(e).__name__}: {e}); "
+                "prepare the dataset again"
+            ) from None
         self.splits: dict[str, np.memmap] = {}
         for split, info in self.meta["splits"].items():
             shard = self.directory / f"{split}.bin"
@@ -203,15 +238,36 @@ class TokenDataset:
             if verify_hashes and sha256_of(shard) != info["sha256"]:
                 raise ValueError(f"shard {shard} does not match its sha256 in meta.json")
             self.splits[split] = np.memmap(shard, dtype=self.dtype, mode="r")
+            _check_ids_in_vocab(shard, self.splits[split], vocab_size)
 
     @property
     def vocab_size(self) -> int:
         return int(self.meta["tokenizer"]["vocab_size"])
 
     def tokenizer(self) -> Tokenizer:
-        return load_tokenizer(self.meta["tokenizer"], self.directory)
+        tokenizer = load_tokenizer(self.meta["tokenizer"], self.directory)
+        if tokenizer.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"{self.directory / META} gives vocab_size {self.vocab_size}, but its tokenizer "
+                f"{self.meta['tokenizer'].get('name')!r} has {tokenizer.vocab_size} ids: the dataset and its "
+                "tokenizer do not belong together; prepare the dataset again"
+            )
+        return tokenizer
 
     def __getitem__(self, split: str) -> np.memmap:
         if split not in self.splits:
             raise KeyError(f"split {split!r} not in {self.directory}; has {', '.join(self.splits)}")
         return self.splits[split]
+
+
+def _check_ids_in_vocab(shard: Path, tokens: np.ndarray, vocab_size: int, block: int = 1 << 24) -> None:
+    """ValueError naming the shard and the offset of the first id >= vocab_size (a shard from
+    another tokenizer, or bit rot); read in blocks so a big shard is never loaded whole."""
+    for start in range(0, len(tokens), block):
+        part = np.asarray(tokens[start : start + block])
+        if part.size and int(part.max()) >= vocab_size:
+            offset = start + int(np.argmax(part >= vocab_size))
+            raise ValueError(
+                f"shard {shard} holds token id {int(tokens[offset])} at offset {offset}, beyond the "
+                f"vocabulary of {vocab_size} in meta.json: the shard is corrupt or from another tokenizer"
+            )

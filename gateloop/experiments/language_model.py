@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gateloop._validation import check_choice, check_positive_int
-from gateloop.config_utils import dataclass_from_dict
+from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
 from gateloop.experiments.run_config import RunConfig, field_names
 from gateloop.models import GateLoopConfig, GateLoopLM, ModelConfig, TransformerConfig, TransformerLM
@@ -50,6 +50,7 @@ class LMData:
     reset_at_documents: bool = False  # restart the GateLoop state at end-of-text inside a window
 
     def validate(self) -> None:
+        check_field_types(self)
         check_positive_int("seq_len", self.seq_len)
         check_positive_int("eval_tokens", self.eval_tokens)
 
@@ -268,6 +269,11 @@ def evaluate_perplexity(
         if end == n - 1:
             break
     mean = nll / count
+    if not math.isfinite(mean):
+        raise FloatingPointError(
+            f"the mean NLL over {count:,} tokens is {mean}: the model gives non-finite logits (diverged "
+            "or corrupt weights), so there is no perplexity to report"
+        )
     return {"nll": mean, "perplexity": math.exp(mean), "tokens": count, "seq_len": seq_len, "stride": stride}
 
 

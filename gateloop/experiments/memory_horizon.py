@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gateloop._validation import check_choice, check_positive_int
-from gateloop.config_utils import dataclass_from_dict
+from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
 from gateloop.experiments.run_config import RunConfig
 from gateloop.models import GateLoopConfig, GateLoopLM
@@ -49,6 +49,7 @@ class MemoryHorizonData:
         return self.num_range[1] + 1
 
     def validate(self) -> None:
+        check_field_types(self)
         for name in ("num_train", "num_test", "seq_len", "num_resets", "max_output"):
             check_positive_int(name, getattr(self, name))
         low, high = self.num_range

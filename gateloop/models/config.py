@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from gateloop._validation import check_choice, check_positive_int
-from gateloop.config_utils import dataclass_from_dict
+from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.layers.feed_forward import FFN_ACTIVATIONS
 from gateloop.layers.gate_loop_layer import TRANSITION_INITS
 from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
@@ -46,6 +46,7 @@ class ModelConfig:
         return self.vocab_size if self.output_vocab_size is None else self.output_vocab_size
 
     def validate(self) -> None:
+        check_field_types(self)
         for name in ("vocab_size", "d_model", "n_layer", "d_channel_mixing"):
             check_positive_int(name, getattr(self, name))
         if self.output_vocab_size is not None and self.output_vocab_size < 1:
@@ -122,6 +123,16 @@ class GateLoopConfig(ModelConfig):
         )
         for name, value, allowed in checks:
             check_choice(name, value, allowed)
+        for name in ("d_qk", "d_v", "chunk_size"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        low, high = self.magnitude_init
+        if not 0 < low <= high < 1:
+            raise ValueError(f"magnitude_init must satisfy 0 < low <= high < 1, got {self.magnitude_init}")
+        if not self.phase_init_max >= 0:
+            raise ValueError(f"phase_init_max must be >= 0, got {self.phase_init_max}")
+        if not self.trainable_transitions and self.data_controlled:
+            raise ValueError("trainable_transitions=False needs data_controlled=False (fixed transitions)")
 
     def layer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``gateloop.layers.GateLoop`` for one time-mixing layer."""

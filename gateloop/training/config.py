@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateloop._validation import check_choice, check_positive_int
-from gateloop.config_utils import dataclass_from_dict, to_dict
+from gateloop.config_utils import check_field_types, dataclass_from_dict, to_dict
 
 AUTOCAST = ("none", "bf16")
 
@@ -46,6 +46,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the forward module
 
     def validate(self) -> None:
+        check_field_types(self)
         if self.max_steps is None and self.epochs is None:
             raise ValueError("set max_steps or epochs (the run's length)")
         for name in ("batch_size", "grad_accum", "log_every", "checkpoint_every"):
