@@ -170,3 +170,11 @@ def test_resume_with_other_thread_count_warns(tmp_path) -> None:
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.warns(RuntimeWarning, match=r"started with \d+ CPU threads and resumes with"):
         _train(tmp_path / "run", resume=True)
+
+
+def test_corrupt_config_json_is_named(tmp_path) -> None:
+    from gateloop.training import read_run_config
+
+    (tmp_path / "config.json").write_text('{"task": "memory-hori')
+    with pytest.raises(ValueError, match=r"config\.json is corrupt, not valid JSON"):
+        read_run_config(tmp_path)

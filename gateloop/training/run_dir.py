@@ -46,7 +46,12 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a run directory written by `gateloop train`")
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt, not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds {type(saved).__name__}, not a run config")
     check_run_config_format(saved, path)
     return saved
 
