@@ -1,0 +1,72 @@
+"""lm-eval (the [eval] extra) on a GateLoop model, offline: a task of our own over tests/data, one
+number checked against log-likelihoods computed by hand with our model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+
+pytest.importorskip("lm_eval")
+pytest.importorskip("transformers")
+
+from test_hf import _fake_run  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from gateloop.hf.convert import native_to_hf  # noqa: E402
+from gateloop.hf.harness import evaluate_harness  # noqa: E402
+from gateloop.models import GateLoopConfig, GateLoopLM  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ROOT / "tests" / "data" / "lm_eval"
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("harness")
+    model = GateLoopLM(GateLoopConfig.tiny(vocab_size=300)).eval()
+    return native_to_hf(_fake_run(tmp, model), tmp / "hf")
+
+
+def _loglikelihood(model: GateLoopLM, tokenizer, context: str, continuation: str) -> float:
+    """log p(continuation | context) as lm-eval scores it: encode the whole string, the
+    continuation is what follows the context's tokens."""
+    whole = tokenizer(context + continuation)["input_ids"]
+    n_context = len(tokenizer(context)["input_ids"])
+    ids = torch.tensor([whole])
+    logp = torch.log_softmax(model(ids[:, :-1]).double(), dim=-1)[0]  # (len - 1, V)
+    targets = ids[0, n_context:]
+    return float(logp[n_context - 1 :].gather(-1, targets[:, None]).sum())
+
+
+def test_own_task_accuracy_equals_hand_computed(hf_dir, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
+    results = evaluate_harness(
+        hf_dir, ["sotu_choice"], include_path=TASKS, include_defaults=False, log_samples=True
+    )
+    model = GateLoopLM.from_pretrained(hf_dir.parent / "run" / "final").eval()
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    docs = [json.loads(line) for line in (TASKS / "sotu_choice.jsonl").read_text().splitlines()]
+    correct = []
+    with torch.no_grad():
+        for doc in docs:
+            lls = [_loglikelihood(model, tokenizer, doc["context"], " " + c) for c in doc["choices"]]
+            correct.append(max(range(len(lls)), key=lls.__getitem__) == doc["gold"])
+            sample = next(
+                s for s in results["samples"]["sotu_choice"] if s["doc"]["context"] == doc["context"]
+            )
+            harness = [float(r[0][0]) for r in sample["resps"]]
+            assert harness == pytest.approx(lls, abs=1e-4)
+    assert results["results"]["sotu_choice"]["acc,none"] == pytest.approx(sum(correct) / len(docs))
+
+
+def test_unknown_task_is_named(hf_dir) -> None:
+    with pytest.raises(ValueError, match=r"unknown lm-eval task 'sotu_choise' \(closest: sotu_choice\)"):
+        evaluate_harness(hf_dir, ["sotu_choise"], include_path=TASKS, include_defaults=False)
