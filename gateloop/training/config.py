@@ -10,6 +10,7 @@ from typing import Any
 
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict, to_dict
+from gateloop.training.trackers import parse_trackers
 
 AUTOCAST = ("none", "bf16")
 
@@ -44,6 +45,9 @@ class TrainConfig:
     seed: int = 0  # model init and data order
     autocast: str = "none"  # "bf16": bfloat16 autocast of the forward (the recurrence stays float32)
     compile: bool = False  # torch.compile the forward module
+    # recompute each block's activations in the backward: less memory, ~one more forward of compute
+    activation_checkpointing: bool = False
+    log_to: str = ""  # trackers beside metrics.jsonl/.csv, comma-separated: "tensorboard", "wandb"
 
     def validate(self) -> None:
         check_field_types(self)
@@ -67,6 +71,7 @@ class TrainConfig:
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         check_choice("autocast", self.autocast, AUTOCAST)
+        parse_trackers(self.log_to)
 
     def resolve(self, steps_per_epoch: float) -> Schedule:
         """The step counts of this run, given how many optimizer steps make one epoch."""

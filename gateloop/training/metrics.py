@@ -14,6 +14,7 @@ from typing import Any
 from gateloop.training.distributed import Runtime
 from gateloop.training.files import atomic_write_text
 from gateloop.training.step_time import StepTimeMonitor
+from gateloop.training.trackers import Tracker
 
 
 class MetricsLogger:
@@ -23,8 +24,11 @@ class MetricsLogger:
     def __init__(self, run_dir: str | Path) -> None:
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         self.csv = Path(run_dir) / "metrics.csv"
+        self.trackers: list[Tracker] = []  # TensorBoard / W&B: every row goes to them too
 
     def log(self, row: dict[str, Any]) -> None:
+        for tracker in self.trackers:
+            tracker.log(row)
         with self.jsonl.open("a") as f:
             f.write(json.dumps(row) + "\n")
         fields = self._csv_fields()

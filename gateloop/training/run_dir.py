@@ -31,6 +31,8 @@ RESUMABLE_CHANGES = {
     "train.eval_every_epochs",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.log_to",
+    "train.activation_checkpointing",  # recomputation gives the same gradients
     "resolved.eval_every",
 }
 # fields whose change is allowed with a warning: results move in the last digits only

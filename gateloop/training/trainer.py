@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from gateloop.models.base import CausalModel
+from gateloop.training.activation_checkpointing import apply_activation_checkpointing
 from gateloop.training.checkpoint import Checkpointer, save_final
 from gateloop.training.config import Schedule, TrainConfig
 from gateloop.training.distributed import (
@@ -35,6 +36,7 @@ from gateloop.training.evaluation import EvalFn, Evaluator, scalars
 from gateloop.training.metrics import MetricsLogger, TrainLog
 from gateloop.training.optim import build_optimizer, build_scheduler
 from gateloop.training.run_dir import RunLock, start_run_dir
+from gateloop.training.trackers import open_trackers, parse_trackers
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
@@ -121,7 +123,10 @@ class Trainer:
             self.run_dir, every=config.checkpoint_every, keep=config.keep_checkpoints, runtime=self.runtime
         )
         self.step = 0
-        # parallelism and compilation wrap the model from outside; checkpoints save the bare model
+        # recomputation, parallelism and compilation are applied from outside; checkpoints save the
+        # bare model (activation checkpointing keeps its parameter names)
+        if config.activation_checkpointing:
+            apply_activation_checkpointing(model)
         forward = wrap_data_parallel(model, self.runtime)
         if config.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
@@ -185,6 +190,17 @@ class Trainer:
 
     def _train(self, resume: bool) -> TrainResult:
         self._resume_or_start(resume)
+        if self.runtime.is_main:
+            names = parse_trackers(self.config.log_to)
+            self.metrics.trackers = open_trackers(names, self.run_dir, self.run_config, self.step)
+        try:
+            return self._loop()
+        finally:
+            for tracker in self.metrics.trackers:
+                tracker.close()
+            self.metrics.trackers = []
+
+    def _loop(self) -> TrainResult:
         max_steps = self.schedule.max_steps
         self.log.open(initial=self.step, total=max_steps)
         while self.step < max_steps:
