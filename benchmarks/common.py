@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -177,6 +179,27 @@ def run_isolated(
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["?"]
         return {"skipped": f"failed: {tail[0][:160]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# every allocation of 64 KiB or more is its own mmap: freed memory leaves the resident set at once,
+# so the resident set tracks the live tensors
+TRACK_LIVE = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match, f"{field} missing from /proc/self/status"
+    return int(match.group(1))
+
+
+def peak_rss_growth(once: Callable[[], object]) -> int:
+    """Bytes the resident set grows by at its peak during one call of ``once`` (Linux; run the
+    process with ``TRACK_LIVE`` in its environment)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
+    baseline = _status_kib("VmRSS")
+    once()
+    return max(_status_kib("VmHWM") - baseline, 0) * 1024
 
 
 def comma_choices(

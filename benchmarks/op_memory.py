@@ -17,45 +17,31 @@ the reported peak is the growth of the resident set over that baseline during on
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import re
 import sys
-from pathlib import Path
 
 from common import (
     CASES,
     IMPLS,
+    TRACK_LIVE,
     comma_choices,
     environment,
     fmt_mib,
     header,
     infeasible,
     op_call,
+    peak_rss_growth,
     run_isolated,
     write_results,
 )
 
 PASSES = ("fwd", "fwd+bwd")
-# every allocation of 64 KiB or more is its own mmap: freed memory leaves the resident set at once
-TRACK_LIVE = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-
-
-def _status_kib(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    assert match, f"{field} missing from /proc/self/status"
-    return int(match.group(1))
 
 
 def worker(case: str, impl: str, pass_: str) -> dict[str, object]:
     once = op_call(impl, CASES[case], pass_ == "fwd+bwd")
     once()  # warm-up: lazy imports, the compiled kernel, allocator state
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
-    baseline = _status_kib("VmRSS")
-    once()
-    peak = _status_kib("VmHWM")
-    return {"peak_bytes": max(peak - baseline, 0) * 1024}
+    return {"peak_bytes": peak_rss_growth(once)}
 
 
 def least_bytes(shape: dict[str, int], backward: bool) -> float:
