@@ -27,6 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "tests" / "data" / "lm_eval"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: a tiny model's forward is ~1 ms alone but can take 100x that when two OpenMP
+    threads fight other processes for 2 shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
@@ -70,3 +80,19 @@ def test_own_task_accuracy_equals_hand_computed(hf_dir, monkeypatch) -> None:
 def test_unknown_task_is_named(hf_dir) -> None:
     with pytest.raises(ValueError, match=r"unknown lm-eval task 'sotu_choise' \(closest: sotu_choice\)"):
         evaluate_harness(hf_dir, ["sotu_choise"], include_path=TASKS, include_defaults=False)
+
+
+def test_lm_eval_command_on_a_converted_directory(hf_dir) -> None:
+    """The README's `lm_eval --model hf` line: trust_remote_code finds our classes via auto_map."""
+    import subprocess
+    import sys
+
+    command = [
+        *(sys.executable, "-m", "lm_eval", "--model", "hf"),
+        *("--model_args", f"pretrained={hf_dir},trust_remote_code=True", "--device", "cpu"),
+        *("--tasks", "sotu_choice", "--include_path", "tests/data/lm_eval", "--limit", "2"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sotu_choice" in done.stdout and "acc" in done.stdout

@@ -81,6 +81,7 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     renamed = {PREFIX + name: t for name, t in weights.items()}
     save_file(renamed, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     hf_config.save_pretrained(str(out))
+    write_auto_map(out, model_type)
     if tokenizer and spec is not None and dataset_dir is not None:
         try:
             from gateloop.hf.tokenizer import save_hf_tokenizer
@@ -89,6 +90,36 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
         except FileNotFoundError as e:
             warnings.warn(f"{e}; wrote the model without its tokenizer", RuntimeWarning, stacklevel=2)
     return out
+
+
+# the "remote code" of a converted directory: our classes, from the installed gateloop package
+AUTO_MODULE = "gateloop_auto"
+AUTO_SOURCE = '''"""Hugging Face "remote code" of a GateLoop model: the classes of the installed
+gateloop package (pip install "gateloop[hf]"), so that tools which cannot `import gateloop.hf`
+first (the lm_eval command) load this directory with trust_remote_code=True."""
+
+from gateloop.hf import (  # noqa: F401
+    GateLoopForCausalLM,
+    GateLoopHFConfig,
+    GateLoopTransformerForCausalLM,
+    GateLoopTransformerHFConfig,
+)
+'''
+
+
+def write_auto_map(directory: Path, model_type: str) -> None:
+    """Add ``gateloop_auto.py`` and an ``auto_map`` to ``directory/config.json``: with
+    ``trust_remote_code=True`` the Auto classes find our classes without ``import gateloop.hf``."""
+    (directory / f"{AUTO_MODULE}.py").write_text(AUTO_SOURCE)
+    model_class = _architecture(model_type)
+    config_class = HF_CONFIGS[model_type].__name__
+    path = directory / CONFIG_NAME
+    saved = json.loads(path.read_text())
+    saved["auto_map"] = {
+        "AutoConfig": f"{AUTO_MODULE}.{config_class}",
+        "AutoModelForCausalLM": f"{AUTO_MODULE}.{model_class}",
+    }
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def hf_to_native(source: str | Path, out: str | Path) -> Path:
