@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm_eval.add_argument(
         "--max-tokens", type=positive_int, default=None, help="score only the first N tokens"
     )
+    _harness_parser(evaluate, on_device)
 
     sample = commands.add_parser(
         "sample",
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
 
     _data_parser(commands, cpu_only)
+    _convert_parser(commands, cpu_only)
 
     experiment = commands.add_parser(
         "experiment", help="reproduce an experiment of the paper end to end"
@@ -198,6 +200,53 @@ def build_parser() -> argparse.ArgumentParser:
         model=False,
     )
     return parser
+
+
+def _harness_parser(evaluate: Any, common: argparse.ArgumentParser) -> None:
+    harness = evaluate.add_parser(
+        "harness",
+        parents=[common],
+        help="EleutherAI lm-eval tasks on a run (needs the [eval] extra)",
+        description="Run lm-eval (0.4.x) through its hf model on a run (final/ or the latest checkpoint, "
+        "converted on the fly), a checkpoint directory, or a directory from `gateloop convert to-hf`; "
+        "prints lm-eval's table and writes the results as JSON.",
+    )
+    harness.add_argument("--run", type=Path, required=True, help="run, checkpoint or converted HF directory")
+    harness.add_argument(
+        "--tasks", required=True, help="comma-separated lm-eval task names (lambada_openai,hellaswag,...)"
+    )
+    harness.add_argument(
+        "--include-path", type=Path, default=None, help="a directory of task YAMLs of your own"
+    )
+    harness.add_argument("--num-fewshot", type=int, default=None)
+    harness.add_argument("--limit", type=positive_int, default=None, help="at most N documents per task")
+    harness.add_argument("--batch-size", type=positive_int, default=1)
+    harness.add_argument("--out", type=Path, default=None, help="results JSON (default: RUN/harness.json)")
+
+
+def _convert_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    convert = commands.add_parser(
+        "convert", help="convert a run to the Hugging Face format and back (needs the [hf] extra)"
+    ).add_subparsers(dest="task", required=True, metavar="TASK")
+    to_hf = convert.add_parser(
+        "to-hf",
+        parents=[common],
+        help="a run (final/ or the latest checkpoint) or checkpoint -> AutoModelForCausalLM directory",
+        description="Write config.json, model.safetensors (the same tensors, bit for bit) and, for a BPE "
+        "dataset, tokenizer.json; load it with `import gateloop.hf` + AutoModelForCausalLM.from_pretrained, "
+        "or with trust_remote_code=True.",
+    )
+    to_hf.add_argument("--run", type=Path, required=True, help="run directory, final/ or checkpoints/step_*/")
+    to_hf.add_argument("--out", type=Path, required=True, help="Hugging Face model directory to write")
+    from_hf = convert.add_parser(
+        "from-hf",
+        parents=[common],
+        help="a Hugging Face GateLoop directory -> GateLoopLM.from_pretrained directory",
+    )
+    from_hf.add_argument(
+        "--model", type=Path, required=True, help="directory from `convert to-hf`/save_pretrained"
+    )
+    from_hf.add_argument("--out", type=Path, required=True, help="gateloop model directory to write")
 
 
 def _data_parser(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -161,6 +161,52 @@ def experiment_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
     return 0
 
 
+def eval_harness(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.hf.harness import evaluate_harness
+
+    results = evaluate_harness(
+        args.run,
+        [task.strip() for task in args.tasks.split(",") if task.strip()],
+        include_path=args.include_path,
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=str(runtime.device) if runtime else "cpu",
+    )
+    if runtime is not None and not runtime.is_main:
+        return 0
+    from lm_eval.utils import make_table
+
+    print(make_table(results))
+    out = args.out or (args.run / "harness.json")
+    out.write_text(
+        json.dumps(
+            {k: results[k] for k in ("results", "versions", "n-shot") if k in results}, indent=2, default=str
+        )
+        + "\n"
+    )
+    print(f"wrote {out.resolve()}")
+    return 0
+
+
+def convert_to_hf(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.hf.convert import native_to_hf
+
+    out = native_to_hf(args.run, args.out)
+    tokenizer = (
+        "with" if (out / "tokenizer.json").is_file() else "without (see gateloop_tokenizer in config.json)"
+    )
+    print(f"wrote {out.resolve()}, {tokenizer} tokenizer.json")
+    return 0
+
+
+def convert_from_hf(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.hf.convert import hf_to_native
+
+    print(f"wrote {hf_to_native(args.model, args.out).resolve()}")
+    return 0
+
+
 COMMANDS: dict[tuple[str, str | None], Command] = {
     ("train", "memory-horizon"): train_memory_horizon,
     ("train", "lm"): train_lm,
@@ -170,4 +216,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("data", "prepare"): data_prepare,
     ("experiment", "memory-horizon"): experiment_memory_horizon,
     ("experiment", "lm"): experiment_lm,
+    ("eval", "harness"): eval_harness,
+    ("convert", "to-hf"): convert_to_hf,
+    ("convert", "from-hf"): convert_from_hf,
 }

@@ -96,3 +96,43 @@ def test_lm_eval_command_on_a_converted_directory(hf_dir) -> None:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sotu_choice" in done.stdout and "acc" in done.stdout
+
+
+def _readme_commands(section: str) -> list[str]:
+    """The `gateloop ...` lines of the bash blocks of README section ``section``."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", body, flags=re.S)
+    return [
+        line.split("  #")[0].strip()
+        for b in blocks
+        for line in b.splitlines()
+        if line.startswith("gateloop ")
+    ]
+
+
+def test_readme_hf_and_lm_eval_commands_run_as_written(tmp_path, monkeypatch) -> None:
+    """Every offline `gateloop` command of both README sections, in a directory laid out as the
+    README assumes (runs/lm-cpu-gateloop from `gateloop train lm --preset cpu`, tests/data)."""
+    import shlex
+
+    from gateloop.cli import main
+
+    torch.manual_seed(0)
+    (tmp_path / "made").mkdir()
+    run = _fake_run(tmp_path / "made", GateLoopLM(GateLoopConfig.tiny(vocab_size=300)).eval())
+    (tmp_path / "runs").mkdir()
+    run.rename(tmp_path / "runs" / "lm-cpu-gateloop")
+    (tmp_path / "tests").symlink_to(ROOT / "tests")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_commands("Use with Hugging Face") + _readme_commands("Evaluate with lm-eval")
+    offline = [c for c in commands if "harness" not in c or "sotu_choice" in c]
+    assert len(offline) == 3 and len(commands) == 4
+    for command in offline:
+        assert main(shlex.split(command)[1:]) == 0, command
+    back = GateLoopLM.from_pretrained(tmp_path / "runs" / "lm-cpu-gateloop-back")
+    assert back.config.vocab_size == 300
+    results = json.loads((tmp_path / "runs" / "lm-cpu-gateloop" / "harness.json").read_text())
+    assert 0 <= results["results"]["sotu_choice"]["acc,none"] <= 1
