@@ -10,50 +10,16 @@ import sys
 import pytest
 import torch
 
-from gateloop.experiments.memory_horizon import batch_fn, load_data, loss_fn, preset
 from gateloop.models import GateLoopLM
-from gateloop.training import MetricsLogger, Trainer, current_runtime, trained_model_dir
+from gateloop.training import MetricsLogger, trained_model_dir
 from gateloop.training.checkpoint import CorruptCheckpointError, checkpoint_dirs
 from gateloop.training.run_dir import RunLock, RunLockedError
 
-TINY = {
-    "data.seq_len": 24,
-    "data.num_train": 40,
-    "data.num_test": 8,
-    "train.epochs": 3,
-    "train.batch_size": 8,
-    "train.warmup_steps": 3,
-    "train.checkpoint_every": 4,
-    "train.eval_every_epochs": 1,
-    "train.log_every": 1,
-}
+from training_helpers import train_tiny
 
 
 def _train(run_dir, *, resume: bool = False, fail_at: int | None = None) -> GateLoopLM:
-    run = preset("cpu", overrides=TINY)
-    data = load_data(run.data)
-    model_config, schedule = run.resolve()
-    torch.manual_seed(run.train.seed)
-    model = GateLoopLM(model_config)
-    batches = batch_fn(run, data["x_train"], data["y_train"], current_runtime())
-
-    def next_batch(step: int, micro: int):
-        if fail_at is not None and step == fail_at:
-            raise KeyboardInterrupt("simulated kill")
-        return batches(step, micro)
-
-    Trainer(
-        model,
-        run.train,
-        schedule,
-        run_dir,
-        next_batch=next_batch,
-        loss_fn=loss_fn,
-        evaluate=lambda m: {"test_accuracy": 0.5},
-        run_config=run.to_dict(),
-        progress=False,
-    ).train(resume=resume)
-    return model
+    return train_tiny(run_dir, resume=resume, fail_at=fail_at).model  # type: ignore[return-value]
 
 
 def _truncate(path, keep: int = 100) -> None:

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from gateloop.experiments.memory_horizon import MemoryHorizonRun, batch_fn, load_data, loss_fn, preset
+from gateloop.experiments.memory_horizon import MemoryHorizonRun, preset
 from gateloop.models import GateLoopConfig, GateLoopLM
 from gateloop.training import (
     MetricsLogger,
@@ -17,12 +17,13 @@ from gateloop.training import (
     TrainConfig,
     Trainer,
     build_scheduler,
-    current_runtime,
     parameter_groups,
     read_run_config,
 )
 from gateloop.training.checkpoint import checkpoint_dirs
 from gateloop.training.step_time import StepTimeMonitor
+
+from training_helpers import tiny_trainer
 
 
 def test_parameter_groups() -> None:
@@ -73,45 +74,12 @@ def test_metrics_logger_truncate(tmp_path) -> None:
     assert header == "step,loss" or header == "step,loss,test_accuracy"
 
 
-TINY = {
-    "data.seq_len": 24,
-    "data.num_train": 40,
-    "data.num_test": 8,
-    "train.epochs": 3,
-    "train.batch_size": 8,
-    "train.warmup_steps": 3,
-    "train.checkpoint_every": 4,
-    "train.eval_every_epochs": 1,
-    "train.log_every": 1,
-}
-
-
 def _tiny_run(tmp_path, name: str, *, fail_at: int | None = None, resume: bool = False):
-    run = preset("cpu", overrides=TINY)
-    data = load_data(run.data)
-    model_config, schedule = run.resolve()
-    torch.manual_seed(run.train.seed)
-    model = GateLoopLM(model_config)
-    batches = batch_fn(run, data["x_train"], data["y_train"], current_runtime())
-
-    def next_batch(step: int, micro: int):
-        if fail_at is not None and step == fail_at:
-            raise KeyboardInterrupt("simulated kill")
-        return batches(step, micro)
-
-    trainer = Trainer(
-        model,
-        run.train,
-        schedule,
-        tmp_path / name,
-        next_batch=next_batch,
-        loss_fn=loss_fn,
-        evaluate=lambda m: {"test_accuracy": 0.0, "by_span": {1: 0.5}},
-        run_config=run.to_dict(),
-        progress=False,
+    trainer = tiny_trainer(
+        tmp_path / name, fail_at=fail_at, evaluate=lambda m: {"test_accuracy": 0.0, "by_span": {1: 0.5}}
     )
     result = trainer.train(resume=resume)
-    return model, trainer, result
+    return trainer.model, trainer, result
 
 
 def test_resume_is_exact(tmp_path) -> None:
@@ -189,22 +157,8 @@ def test_final_evaluation_after_a_kill_is_logged_on_resume(tmp_path) -> None:
             raise KeyboardInterrupt("killed during the final evaluation")
         return {"test_accuracy": 0.25}
 
-    run = preset("cpu", overrides={**TINY, "train.eval_every_epochs": None})
-    data = load_data(run.data)
-    model_config, schedule = run.resolve()
-
     def trainer() -> Trainer:
-        return Trainer(
-            GateLoopLM(model_config),
-            run.train,
-            schedule,
-            tmp_path / "run",
-            next_batch=batch_fn(run, data["x_train"], data["y_train"], current_runtime()),
-            loss_fn=loss_fn,
-            evaluate=evaluate,
-            run_config=run.to_dict(),
-            progress=False,
-        )
+        return tiny_trainer(tmp_path / "run", overrides={"train.eval_every_epochs": None}, evaluate=evaluate)
 
     with pytest.raises(KeyboardInterrupt):
         trainer().train()
