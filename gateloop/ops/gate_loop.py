@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from typing import Literal
 
 from torch import Tensor
 
 from gateloop._validation import check_choice, check_positive_int
-from gateloop.ops._inputs import validate_sequence_inputs
+from gateloop.ops._inputs import OpInputs, validate_sequence_inputs
 from gateloop.ops.attention import gate_loop_attention
 from gateloop.ops.chunked import gate_loop_chunk
 from gateloop.ops.recurrent import gate_loop_recurrent
@@ -15,9 +17,12 @@ from gateloop.ops.scan import gate_loop_scan
 from gateloop.ops.siso_chunked import gate_loop_siso_chunked
 from gateloop.ops.siso_fused import fused_siso_applies, gate_loop_siso_fused
 from gateloop.ops.softmax import gate_loop_softmax
+from gateloop.ops.triton import BACKENDS, gate_loop_triton, use_triton  # never imports Triton itself
+from gateloop.ops.varlen import check_cu_seqlens, check_varlen_state, run_torch_varlen
 
 Mode = Literal["chunk", "recurrent", "scan", "attention", "softmax"]
 MODES: tuple[str, ...] = ("chunk", "recurrent", "scan", "attention", "softmax")
+Backend = Literal["auto", "triton", "torch"]
 
 
 def gate_loop(
@@ -32,6 +37,8 @@ def gate_loop(
     initial_state: Tensor | None = None,
     output_final_state: bool = False,
     chunk_size: int | None = None,
+    backend: Backend = "auto",
+    cu_seqlens: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """GateLoop (Katsch 2023): h_n = a_n ⊙ h_{n-1} + k_nᵀ v_n,  y_n = Re(scale · q_n h_n).
 
@@ -54,6 +61,12 @@ def gate_loop(
         initial_state: r|c(B H dk dv) state before the first token, or None (zeros).
         output_final_state: also return the state after the last token.
         chunk_size: chunk length for ``mode="chunk"`` (default 64, measured in benchmarks/chunk_size.py).
+        backend: "auto" (Triton kernels for CUDA tensors in modes chunk/recurrent when the ``cuda``
+            extra is installed, the PyTorch paths otherwise), "triton" (fla-core's kernels; CPU
+            tensors only under TRITON_INTERPRET=1) or "torch".
+        cu_seqlens: int32/int64 [N+1] offsets of N sequences packed into a B = 1 batch (FlashAttention
+            convention); each sequence starts from zeros or its ``initial_state`` [N, H, dk, dv],
+            and the final state is [N, H, dk, dv].
 
     Returns:
         y: r(B L H dv) in v's dtype (float16/bfloat16 inputs are computed in float32),
@@ -72,6 +85,7 @@ def gate_loop(
         (torch.Size([2, 100, 4, 16]), torch.Size([2, 4, 16, 16]), torch.complex64)
     """
     check_choice("mode", mode, MODES)
+    check_choice("backend", backend, BACKENDS)
     if not isinstance(output_final_state, bool):
         raise TypeError(f"output_final_state must be a bool, got {output_final_state!r}")
     if chunk_size is not None:
@@ -86,13 +100,36 @@ def gate_loop(
             "initial_state must be None and output_final_state False; use a linear mode for states"
         )
     dk = q.shape[-1] if isinstance(q, Tensor) and q.ndim == 4 else 1
+    h0 = initial_state if cu_seqlens is None else None  # packed: [N, H, dk, dv], checked below
     inputs = validate_sequence_inputs(
-        q, k, v, a, log_a, initial_state, scale, default_scale=dk**-0.5 if mode == "softmax" else None
+        q, k, v, a, log_a, h0, scale, default_scale=dk**-0.5 if mode == "softmax" else None
     )
+    if cu_seqlens is not None:  # packed sequences: one initial state per sequence
+        cu_seqlens = check_cu_seqlens(cu_seqlens, inputs.q)
+        inputs = replace(
+            inputs, initial_state=check_varlen_state(initial_state, inputs, cu_seqlens.numel() - 1)
+        )
+    if use_triton(backend, mode, inputs, chunk_size):
+        y, final = gate_loop_triton(
+            inputs, mode=mode, output_final_state=output_final_state, cu_seqlens=cu_seqlens
+        )
+        return y.to(inputs.out_dtype), final
+    run = partial(_run_torch, mode=mode, output_final_state=output_final_state, chunk_size=chunk_size)
+    if cu_seqlens is None:
+        y, final = run(inputs)
+    else:
+        stateful = mode == "softmax" or inputs.initial_state is not None or output_final_state
+        y, final = run_torch_varlen(run, inputs, cu_seqlens, stateful=stateful)
+    return y.to(inputs.out_dtype), final
+
+
+def _run_torch(
+    inputs: OpInputs, *, mode: str, output_final_state: bool, chunk_size: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """The PyTorch paths (and the compiled CPU SISO kernel) for one batch of sequences."""
     args = (inputs.q, inputs.k, inputs.v, inputs.transitions)
     if mode == "softmax":
-        y = gate_loop_softmax(*args, scale=inputs.scale)
-        return y.to(inputs.out_dtype), None
+        return gate_loop_softmax(*args, scale=inputs.scale), None
     common = {
         "scale": inputs.scale,
         "initial_state": inputs.initial_state,
@@ -111,4 +148,4 @@ def gate_loop(
         y, final = gate_loop_scan(*args, **common)
     else:
         y, final = gate_loop_attention(*args, **common)
-    return y.to(inputs.out_dtype), final
+    return y, final

@@ -1,0 +1,97 @@
+"""The Triton backend of ``gate_loop``: GateLoop reduced exactly to fla-core's GPU kernels.
+
+Imported by the core, so this module must never import Triton itself: the kernels are loaded on
+the first call (``_runtime.kernels``). Per-key transitions run on ``chunk_gla`` /
+``fused_recurrent_gla`` with doubled keys, per-head ones on ``chunk_simple_gla``, one-dimensional
+heads on the HGRN recurrences (``gla.py``, ``siso.py``; the reduction is in ``_rotation.py``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from gateloop.ops._inputs import OpInputs
+from gateloop.ops.triton._rotation import final_state_to_complex, realify, state_to_real
+from gateloop.ops.triton._runtime import INSTALL_HINT, check_runnable, extra_installed, kernels
+from gateloop.ops.triton.gla import gla_forward
+from gateloop.ops.triton.siso import siso_forward
+
+BACKENDS: tuple[str, ...] = ("auto", "triton", "torch")
+TRITON_MODES: tuple[str, ...] = ("chunk", "recurrent")
+_HALF = (torch.float16, torch.bfloat16)
+_warned_no_extra = False
+
+__all__ = ["BACKENDS", "TRITON_MODES", "gate_loop_triton", "use_triton"]
+
+
+def use_triton(backend: str, mode: str, inputs: OpInputs, chunk_size: int | None) -> bool:
+    """Resolve ``backend`` for these inputs; errors name what is missing for an explicit 'triton'."""
+    device = inputs.q.device
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        if device.type != "cuda":
+            return False
+        if not extra_installed():
+            _warn_once_no_extra()
+            return False
+        # float64 is the exact reference path; an explicit chunk_size is a torch chunk-mode setting
+        return mode in TRITON_MODES and inputs.compute_dtype != torch.float64 and chunk_size is None
+    if mode not in TRITON_MODES:
+        raise ValueError(f"backend='triton' implements mode 'chunk' or 'recurrent', got mode={mode!r}")
+    if inputs.compute_dtype == torch.float64:
+        raise TypeError(
+            "backend='triton' computes in float32 (bfloat16/float16 inputs too); got float64 "
+            "inputs: use backend='torch' for the float64 path"
+        )
+    if chunk_size is not None:
+        raise ValueError(f"chunk_size applies to backend='torch' only (fla picks its own); got {chunk_size}")
+    check_runnable(device)
+    return True
+
+
+def _warn_once_no_extra() -> None:
+    global _warned_no_extra
+    if not _warned_no_extra:
+        warnings.warn(
+            f"gate_loop: CUDA tensors take the pure-PyTorch path because the Triton backend is not "
+            f"installed; for GPU speed: {INSTALL_HINT}",
+            stacklevel=4,
+        )
+        _warned_no_extra = True
+
+
+def gate_loop_triton(
+    inputs: OpInputs, *, mode: str, output_final_state: bool, cu_seqlens: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """GateLoop on fla's kernels. ``inputs`` as validated by ``validate_sequence_inputs`` (their
+    initial state (N, H, dk, dv) complex, N = number of sequences); ``cu_seqlens`` checked int [N+1].
+
+    Returns y (B, L, H, dv) in the input dtype (float32 for float32, else bfloat16/float16) and the
+    final state (N, H, dk, dv) complex64 or None.
+    """
+    kern = kernels()
+    log_mag, phase = inputs.transitions.as_log()  # (B, L, H, dk|1), floored at the float32 floor
+    problem = realify(inputs.q, inputs.k, phase, cu_seqlens)  # q', k': (B, L, H, dk')
+    h0 = inputs.initial_state  # (N, H, dk, dv) complex or None
+    state = None if h0 is None else state_to_real(h0, problem.doubled)  # (N, H, dk', dv) float32
+    offsets = None if cu_seqlens is None else cu_seqlens.long()  # fla indexes with int64 offsets
+    common = {
+        "scale": inputs.scale,
+        "mode": mode,
+        "output_final_state": output_final_state,
+        "cu_seqlens": offsets,
+        "kernels": kern,
+    }
+    siso = inputs.q.shape[-1] == 1 and inputs.v.shape[-1] == 1
+    if siso:
+        y, final = siso_forward(problem, inputs.v, log_mag, state, **common)
+    else:
+        work = inputs.out_dtype if inputs.out_dtype in _HALF else torch.float32
+        y, final = gla_forward(problem, inputs.v, log_mag, state, work_dtype=work, **common)
+    if final is not None:
+        final = final_state_to_complex(final, problem, h0, log_mag, cu_seqlens)  # (N, H, dk, dv)
+    return y, final
