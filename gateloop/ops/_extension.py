@@ -109,3 +109,16 @@ def _build(source: str) -> ModuleType:
         extra_ldflags=openmp,
         verbose=False,
     )
+
+
+def extension_available(source: str) -> bool:
+    """Whether ``csrc/<source>`` is built and loaded (building it on first use).
+
+    Marked for torch.compile as a constant (what ``torch.compiler.assume_constant_result`` sets,
+    without importing dynamo at import time): the tracer calls it once, eagerly, instead of tracing
+    into the build and its lock, so a model whose first call is compiled still uses the kernel.
+    """
+    return load_extension(source) is not None
+
+
+extension_available._dynamo_marked_constant = True  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from gateloop.ops._extension import load_extension
+from gateloop.ops._extension import extension_available, load_extension
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 
 _SOURCE = "siso_scan.cpp"
@@ -93,7 +93,7 @@ def fused_siso_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
         and v.dtype in (torch.float32, torch.float64)
         and not q.is_complex()
         and not k.is_complex()
-        and load_extension(_SOURCE) is not None
+        and extension_available(_SOURCE)
     )
 
 
