@@ -25,3 +25,20 @@ def test_siso_model_compiles_fullgraph_on_its_first_call() -> None:
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
     for g, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_train_with_compile_end_to_end(tmp_path) -> None:
+    """`--train.compile true`: the compiled run logs the same losses as the eager one."""
+    from gateloop.training import MetricsLogger
+
+    from training_helpers import train_tiny
+
+    overrides = {"train.epochs": 1, "train.eval_every_epochs": None}
+    train_tiny(tmp_path / "eager", overrides=overrides)
+    train_tiny(tmp_path / "compiled", overrides={**overrides, "train.compile": True})
+    eager, compiled = (
+        [r["loss"] for r in MetricsLogger(tmp_path / d).read() if "loss" in r] for d in ("eager", "compiled")
+    )
+    assert len(compiled) == 5
+    assert compiled == pytest.approx(eager, rel=1e-4)
