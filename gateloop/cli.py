@@ -96,18 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     on_device, cpu_only = _common_flags(device=True), _common_flags(device=False)
+    _train_parsers(commands, on_device)
+    _eval_parsers(commands, on_device)
+    _sample_parser(commands, on_device)
+    _data_parser(commands, cpu_only)
+    _convert_parser(commands, cpu_only)
+    _experiment_parsers(commands, on_device)
+    return parser
 
+
+def _train_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     train = commands.add_parser("train", help="train one model").add_subparsers(
         dest="task", required=True, metavar="TASK"
     )
     _memory_horizon_parser(
         train.add_parser(
             "memory-horizon",
-            parents=[on_device],
+            parents=[common],
             help="train a GateLoop tagger on the Memory Horizon task (paper App. A)",
             description="Train one Memory Horizon variant. The paper preset is Tables 2-3 (L 1024, 300 "
             "epochs, batch 32, lr 2.5e-3, AdamW (0.9, 0.98), wd 0.05, cosine with 10 000 warm-up steps); "
-            "the cpu preset is a shorter run that fits a 2-core machine.",
+            "the cpu preset is a shorter run that fits a 2-core machine. Under `torchrun` it runs DDP.",
         ),
         "paper",
         "runs/memory-horizon-PRESET-VARIANT",
@@ -116,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lm_parser(
         train.add_parser(
             "lm",
-            parents=[on_device],
+            parents=[common],
             help="train a language model on prepared token shards (one process, or torchrun for DDP)",
             description="Train GateLoop, its fixed-transition variant or the Transformer baseline on a "
             "dataset from `gateloop data prepare`. The wikitext103_125m preset is paper Table 4 (batch 16, "
@@ -129,19 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         model=True,
     )
 
+
+def _eval_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a trained run").add_subparsers(
         dest="task", required=True, metavar="TASK"
     )
     mh_eval = evaluate.add_parser(
         "memory-horizon",
-        parents=[on_device],
+        parents=[common],
         help="test accuracy (all positions, excluding resets, by memory span) of a run",
         description="Evaluate a Memory Horizon run on its separately seeded test set; writes eval.json.",
     )
     mh_eval.add_argument("--run", type=Path, required=True, help="run directory written by `gateloop train`")
     lm_eval = evaluate.add_parser(
         "lm",
-        parents=[on_device],
+        parents=[common],
         help="perplexity of a trained LM on a split",
         description="Perplexity = exp(mean NLL over all tokens of the split), in non-overlapping windows "
         "of the run's context length, or a sliding window with --stride.",
@@ -154,11 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     lm_eval.add_argument(
         "--max-tokens", type=positive_int, default=None, help="score only the first N tokens"
     )
-    _harness_parser(evaluate, on_device)
+    _harness_parser(evaluate, common)
 
+
+def _sample_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     sample = commands.add_parser(
         "sample",
-        parents=[on_device],
+        parents=[common],
         help="generate text from a trained LM (O(1)-per-token steps for GateLoop)",
     )
     sample.add_argument("--run", type=Path, required=True, help="run directory of `gateloop train lm`")
@@ -169,16 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-p", type=float, default=None)
     sample.add_argument("--seed", type=int, default=0)
 
-    _data_parser(commands, cpu_only)
-    _convert_parser(commands, cpu_only)
 
+def _experiment_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     experiment = commands.add_parser(
         "experiment", help="reproduce an experiment of the paper end to end"
     ).add_subparsers(dest="task", required=True, metavar="TASK")
     _memory_horizon_parser(
         experiment.add_parser(
             "memory-horizon",
-            parents=[on_device],
+            parents=[common],
             help="train both variants, evaluate, plot Figs 5 and 7, table against the paper",
             description="Train the data-controlled and the fixed variant, evaluate both, and write "
             "results.md (with the paper's 0.43 vs 0.25), results.json and the plots.",
@@ -190,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lm_parser(
         experiment.add_parser(
             "lm",
-            parents=[on_device],
+            parents=[common],
             help="train GateLoop, fixed-transition GateLoop and the Transformer on the same tokens; compare",
             description="Same tokens, same steps, parameter counts matched (the Transformer's and the fixed "
             "variant's FFN make up for GateLoop's transition projections); test perplexity beside the "
@@ -199,7 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
         "runs/lm-PRESET",
         model=False,
     )
-    return parser
 
 
 def _harness_parser(evaluate: Any, common: argparse.ArgumentParser) -> None:
