@@ -130,3 +130,26 @@ def plot_validation_curves(
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_span_ceilings(analyses: list[dict[str, Any]], path: str | Path) -> Path:
+    """Left: the distribution of required memory spans per sequence length; right: the accuracy
+    ceiling of a model perfect up to span s and at chance beyond."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for a in analyses:
+        labels = [f"{b['from']}-{b['below'] - 1}" for b in a["histogram"]]
+        left.plot(labels, [b["fraction"] for b in a["histogram"]], "o-", label=f"L = {a['seq_len']}")
+        spans = [int(s) for s in a["ceiling_by_span"]]
+        right.plot(spans, list(a["ceiling_by_span"].values()), "o-", label=f"L = {a['seq_len']}")
+    left.set(xlabel="required memory span (tokens)", ylabel="fraction of test positions")
+    left.tick_params(axis="x", rotation=45)
+    right.set(
+        xscale="log", xlabel="span s a model is perfect up to", ylabel="test accuracy ceiling", ylim=(0, 1)
+    )
+    right.set_xticks(spans, [str(s) for s in spans])
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
