@@ -214,3 +214,15 @@ def test_configs_refuse_wrong_types_and_ranges(section: str, field: str, value, 
     saved[section][field] = list(value) if isinstance(value, tuple) else value
     with pytest.raises(error, match=field):
         MemoryHorizonRun.from_dict(saved)
+
+
+def test_same_seed_same_machine_gives_identical_metrics(tmp_path) -> None:
+    """Reproducibility: two runs of one config, every logged number equal (wall-clock rates aside)."""
+
+    def rows(name: str) -> list[dict]:
+        tiny_trainer(tmp_path / name).train()
+        return [
+            {k: v for k, v in r.items() if k != "tokens_per_s"} for r in MetricsLogger(tmp_path / name).read()
+        ]
+
+    assert rows("first") == rows("second")
