@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
-from gateloop.experiments.run_config import RunConfig, field_names
-from gateloop.models import GateLoopConfig, GateLoopLM, ModelConfig, TransformerConfig, TransformerLM
+from gateloop.experiments.run_config import RunConfig, build_model, field_names, model_class
+from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.base import CausalModel
 from gateloop.training import (
     Runtime,
@@ -113,23 +113,26 @@ def attention_heads(d_model: int) -> int:
 
 def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
     """``run`` (a GateLoop run) for model ``name``; with ``match_parameters`` the parameter count
-    is matched to GateLoop's.
+    is matched to GateLoop's by the FFN width (``parameter_matching.match_parameters``).
 
     A GateLoop layer has 6·d² time-mixing weights (q, k, v, α, β, out), attention 4·d² (q, k, v,
-    out); the Transformer gets ``d_channel_mixing + d_model`` FFN units, which adds the missing
-    2·d² per layer; the fixed variant drops the α, β projections (2·d² per layer) for one α, β per
-    channel and gets the same FFN compensation.
+    out); the Transformer gets ``d_model`` extra FFN units, which adds the missing 2·d² per layer;
+    the fixed variant drops the α, β projections (2·d² per layer) for one α, β per channel and gets
+    the same compensation (with SISO heads and d_qk = d_v = d_model the match is exactly d_model
+    units for both).
     """
+    from gateloop.experiments.parameter_matching import match_parameters as matched
+
     check_choice("model", name, MODELS)
     if not isinstance(run.model, GateLoopConfig):
         raise ValueError(f"--model {name} needs a GateLoop run config to start from, got {run.model_name}")
-    extra = run.model.d_model if match_parameters and name != "gateloop" else 0
-    shared = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(ModelConfig)}
-    shared["d_channel_mixing"] += extra
     if name == "transformer":
+        shared = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(ModelConfig)}
         model: ModelConfig = TransformerConfig(**shared, n_head=attention_heads(run.model.d_model))
     else:
-        model = dataclasses.replace(run.model, **shared, data_controlled=name == "gateloop")
+        model = dataclasses.replace(run.model, data_controlled=name == "gateloop")
+    if match_parameters:
+        model = matched(model, run.model)
     model.validate()
     return dataclasses.replace(run, model=model)
 
@@ -278,10 +281,6 @@ def evaluate_perplexity(
 
 
 # ---------------------------------------------------------------------------- one run
-def build_model(config: ModelConfig) -> CausalModel:
-    return TransformerLM(config) if isinstance(config, TransformerConfig) else GateLoopLM(config)  # type: ignore[arg-type]
-
-
 def train(
     run: LMRun,
     run_dir: str | Path,
@@ -350,8 +349,7 @@ def load_run(
             f"{run.data.path} now holds {dataset.meta['tokenizer']}"
         )
     model_dir = trained_model_dir(run_dir)
-    model_class = TransformerLM if isinstance(run.model, TransformerConfig) else GateLoopLM
-    model = model_class.from_pretrained(model_dir, device=device)
+    model = model_class(run.model).from_pretrained(model_dir, device=device)
     if model.config.vocab_size != dataset.vocab_size:
         raise ValueError(
             f"vocab mismatch: model {model_dir} has vocab_size {model.config.vocab_size}, "

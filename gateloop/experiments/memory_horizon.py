@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
-from gateloop.experiments.run_config import RunConfig
-from gateloop.models import GateLoopConfig, GateLoopLM
+from gateloop.experiments.run_config import RunConfig, build_model, model_class
+from gateloop.models import GateLoopConfig, GateLoopLM, ModelConfig, TransformerConfig
 from gateloop.training import Runtime, Schedule, TrainConfig, Trainer, TrainResult, current_runtime
 
 VARIANTS = {"data-controlled": True, "fixed": False}  # variant -> model.data_controlled
@@ -63,23 +63,26 @@ class MemoryHorizonData:
 
 @dataclass
 class MemoryHorizonRun(RunConfig):
-    """One Memory Horizon run; defaults are the paper's (Tables 2-3) = the ``paper`` preset."""
+    """One Memory Horizon run; defaults are the paper's (Tables 2-3) = the ``paper`` preset. The
+    model is the paper's GateLoop tagger or, for comparisons, a Transformer one."""
 
     task: ClassVar[str] = "memory-horizon"
 
-    model: GateLoopConfig = field(default_factory=GateLoopConfig.memory_horizon)
+    model: GateLoopConfig | TransformerConfig = field(default_factory=GateLoopConfig.memory_horizon)
     data: MemoryHorizonData = field(default_factory=MemoryHorizonData)
     train: TrainConfig = field(default_factory=lambda: dataclasses.replace(PAPER_TRAIN))
 
     @property
     def variant(self) -> str:
+        if isinstance(self.model, TransformerConfig):
+            return "transformer"
         return "data-controlled" if self.model.data_controlled else "fixed"
 
     def rows_per_step(self, world_size: int) -> int:
         """Sequences per optimizer step over all processes and micro-batches."""
         return self.train.batch_size * self.train.grad_accum * world_size
 
-    def resolve(self, world_size: int = 1) -> tuple[GateLoopConfig, Schedule]:
+    def resolve(self, world_size: int = 1) -> tuple[ModelConfig, Schedule]:
         """The model config with the vocabularies the data implies, and the step counts."""
         rows, parts = self.rows_per_step(world_size), self.train.grad_accum * world_size
         last = self.data.num_train % rows
@@ -89,7 +92,7 @@ class MemoryHorizonRun(RunConfig):
                 f"sequences, fewer than the {parts} micro-batches x processes that share it; change "
                 "num_train or batch_size"
             )
-        model = GateLoopConfig.from_dict(
+        model = type(self.model).from_dict(
             {
                 **self.model.to_dict(),
                 "vocab_size": self.data.reset_id + 1,  # the numbers and the reset token
@@ -136,6 +139,8 @@ def with_variant(run: MemoryHorizonRun, variant: str | None) -> MemoryHorizonRun
     if variant is None:
         return run
     check_choice("variant", variant, VARIANTS)
+    if not isinstance(run.model, GateLoopConfig):
+        raise ValueError(f"variant {variant!r} sets GateLoop transitions; this run's model is a Transformer")
     return run.with_overrides({"model.data_controlled": VARIANTS[variant]})
 
 
@@ -234,7 +239,7 @@ def train(
     data = data or load_data(run.data)
     model_config, schedule = run.resolve(runtime.world_size)
     torch.manual_seed(run.train.seed)
-    model = GateLoopLM(model_config).to(runtime.device)
+    model = build_model(model_config).to(runtime.device)
     x_test, y_test = data["x_test"], data["y_test"]
     trainer = Trainer(
         model,
@@ -261,7 +266,10 @@ def train(
 
 @torch.no_grad()
 def transition_magnitudes(model: GateLoopLM, inputs: Tensor) -> list[Tensor]:
-    """|a| of every layer for one sequence ``inputs`` [L]: a list of [L, channels] tensors."""
+    """|a| of every layer for one sequence ``inputs`` [L]: a list of [L, channels] tensors
+    (GateLoop models only: a Transformer has no state transitions)."""
+    if not isinstance(model, GateLoopLM):
+        raise TypeError(f"model must be a GateLoopLM (it has state transitions), got {type(model).__name__}")
     captured: list[Tensor] = []
     hooks = [
         block.time_mixing.register_forward_hook(
@@ -294,7 +302,7 @@ def evaluate_run(
         )
     run = MemoryHorizonRun.from_dict(saved)
     model_dir = trained_model_dir(run_dir)
-    model = GateLoopLM.from_pretrained(model_dir, device=device)
+    model = model_class(run.model).from_pretrained(model_dir, device=device)
     data = load_data(run.data)
     result = evaluate(model, data["x_test"], data["y_test"], run.data.reset_id)
     return {"variant": run.variant, "weights": str(model_dir), **result}, model_dir

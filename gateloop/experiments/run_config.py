@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from gateloop.config_utils import dataclass_from_dict, to_dict
-from gateloop.models.config import ModelConfig
+from gateloop.models import GateLoopLM, TransformerLM
+from gateloop.models.base import CausalModel
+from gateloop.models.config import ModelConfig, TransformerConfig
 from gateloop.training.config import TrainConfig
 
 R = TypeVar("R", bound="RunConfig")
@@ -76,3 +78,13 @@ class RunConfig:
 
 def field_names(config_class: type) -> set[str]:
     return {f.name for f in dataclasses.fields(config_class)}
+
+
+def model_class(config: ModelConfig) -> type[CausalModel]:
+    """The model a config builds: ``TransformerLM`` for a ``TransformerConfig``, else ``GateLoopLM``."""
+    return TransformerLM if isinstance(config, TransformerConfig) else GateLoopLM
+
+
+def build_model(config: ModelConfig) -> CausalModel:
+    """A freshly initialised model of ``config``'s family (the caller seeds the RNG)."""
+    return model_class(config)(config)  # type: ignore[arg-type]
