@@ -211,6 +211,47 @@ def _experiment_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "runs/lm-PRESET",
         model=False,
     )
+    _ablations_parser(experiment, common)
+
+
+def _ablations_parser(experiment: Any, common: argparse.ArgumentParser) -> None:
+    from gateloop.experiments.ablation_variants import VARIANTS
+    from gateloop.experiments.ablations import TASKS, ConfigFields
+
+    parser = experiment.add_parser(
+        "ablations",
+        parents=[common],
+        help="seeded ablation grid: GateLoop variants and the Transformer, mean ± std over seeds",
+        description="Train every (variant, seed) with the task preset's budget into OUT/VARIANT/seedK "
+        "(parameter counts matched within 5 %% by the FFN width), then write results.md (mean ± sample std "
+        "over seeds), results.json and ablations.png. --resume skips finished runs and continues "
+        "interrupted ones; a run directory with a different config is refused. --model.* flags change "
+        "the GateLoop base every variant derives from.",
+    )
+    # dest: args.task is the subcommand ("ablations") that picks the command function
+    parser.add_argument(
+        "--task", dest="ablation_task", choices=list(TASKS), required=True, help="memory-horizon or lm"
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: "
+        + "; ".join(f"{t.name}: {','.join(t.variants)}" for t in TASKS.values())
+        + ")",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated ints (default: "
+        + "; ".join(f"{t.name}: {','.join(map(str, t.seeds))}" for t in TASKS.values())
+        + ")",
+    )
+    parser.add_argument("--preset", default=None, help="the task preset that sets the budget (default: cpu)")
+    parser.add_argument("--out", type=Path, default=None, help="default: runs/ablations-TASK-PRESET")
+    parser.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    presets = {f"{t.name} {name}": run for t in TASKS.values() for name, run in t.presets.items()}
+    add_config_flags(parser, ConfigFields, presets, skip=DERIVED, aliases={"data.path": ["--data"]})
 
 
 def _harness_parser(evaluate: Any, common: argparse.ArgumentParser) -> None:

@@ -161,6 +161,29 @@ def experiment_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
     return 0
 
 
+def experiment_ablations(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop._validation import check_choice
+    from gateloop.experiments.ablations import get_task, parse_seeds, parse_variants, run_grid
+
+    task = get_task(args.ablation_task)
+    name = args.preset or "cpu"
+    check_choice("--preset", name, task.presets)
+    out = args.out or Path("runs") / f"ablations-{task.name}-{name}"
+    run_grid(
+        task.name,
+        task.presets[name],
+        out,
+        overrides=collect_overrides(args),
+        variants=parse_variants(args.variants),
+        seeds=parse_seeds(args.seeds),
+        resume=args.resume,
+        progress=not args.no_progress,
+        runtime=runtime,
+        name=name,
+    )
+    return 0
+
+
 def eval_harness(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.hf.harness import evaluate_harness
 
@@ -216,6 +239,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("data", "prepare"): data_prepare,
     ("experiment", "memory-horizon"): experiment_memory_horizon,
     ("experiment", "lm"): experiment_lm,
+    ("experiment", "ablations"): experiment_ablations,
     ("eval", "harness"): eval_harness,
     ("convert", "to-hf"): convert_to_hf,
     ("convert", "from-hf"): convert_from_hf,

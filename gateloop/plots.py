@@ -153,3 +153,26 @@ def plot_span_ceilings(analyses: list[dict[str, Any]], path: str | Path) -> Path
         ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_ablation_bars(
+    values: dict[str, list[float]], path: str | Path, *, ylabel: str, title: str = ""
+) -> Path:
+    """One bar per variant at the mean over seeds, error bars of one sample standard deviation
+    (none for a single seed), and each seed's value as a dot. ``values``: {variant: [per seed]}."""
+    import statistics
+
+    plt = _pyplot()
+    names = list(values)
+    means = [statistics.fmean(values[n]) for n in names]
+    stds = [statistics.stdev(values[n]) if len(values[n]) > 1 else 0.0 for n in names]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5))
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.7)
+    for i, name in enumerate(names):
+        ax.plot([i] * len(values[name]), values[name], "k.", ms=5, label="seeds" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set(ylabel=ylabel, title=title or f"{ylabel}: mean ± sample std over seeds")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

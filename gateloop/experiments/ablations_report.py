@@ -1,0 +1,136 @@
+"""The ablation grid's report: mean ± sample std over seeds of each metric per variant, the
+parameter counts and wall times, as ``results.md``, ``results.json`` and a bar plot with error
+bars (``ablations.png``)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateloop.experiments.ablation_variants import VARIANTS
+
+if TYPE_CHECKING:
+    from gateloop.experiments.ablations import AblationTask
+    from gateloop.experiments.run_config import RunConfig
+
+
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (n - 1 in the denominator; None for one value) and n."""
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
+
+
+def aggregate(records: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per variant (in first-seen order): each metric's mean ± std over seeds, parameter counts
+    and mean wall time per run."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_variant.setdefault(record["variant"], []).append(record)
+    out = {}
+    for variant, rows in by_variant.items():
+        walls = [r["wall_time_s"] for r in rows if r.get("wall_time_s") is not None]
+        out[variant] = {
+            "seeds": [r["seed"] for r in rows],
+            "parameters": rows[0]["parameters"],
+            "non_embedding_parameters": rows[0]["non_embedding_parameters"],
+            "steps": rows[0]["steps"],
+            "wall_time_s": mean_std(walls) if walls else None,
+            "metrics": {k: mean_std([r["metrics"][k] for r in rows]) for k in metric_keys},
+        }
+    return out
+
+
+def format_mean_std(stats: Mapping[str, Any], digits: int) -> str:
+    """``0.528 ± 0.012 (n=3)``; one seed: ``0.528 (n=1)``."""
+    std = "" if stats["std"] is None else f" ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}{std} (n={stats['n']})"
+
+
+def table_lines(task: AblationTask, aggregates: Mapping[str, dict[str, Any]]) -> list[str]:
+    metrics = task.metrics
+    header = ["variant", *[m.label for m in metrics], "parameters", "non-embedding", "wall time per run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, agg in aggregates.items():
+        wall = agg["wall_time_s"]
+        minutes = "—" if wall is None else f"{wall['mean'] / 60:.1f} min"
+        cells = [
+            f"`{variant}`",
+            *[format_mean_std(agg["metrics"][m.key], m.digits) for m in metrics],
+            f"{agg['parameters']:,}",
+            f"{agg['non_embedding_parameters']:,}",
+            minutes,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(
+    task: AblationTask,
+    runs: Mapping[tuple[str, int], RunConfig],
+    records: Sequence[dict[str, Any]],
+    out_dir: Path,
+    *,
+    name: str,
+) -> dict[str, Any]:
+    """results.md, results.json and ablations.png in ``out_dir``; returns the JSON summary."""
+    from gateloop.plots import plot_ablation_bars
+
+    headline = task.metrics[0]
+    aggregates = aggregate(records, [m.key for m in task.metrics])
+    plot = plot_ablation_bars(
+        {v: a["metrics"][headline.key]["values"] for v, a in aggregates.items()},
+        out_dir / "ablations.png",
+        ylabel=headline.label,
+        title=f"Ablations, {task.name} (preset {name})\n{headline.label}: mean ± sample std over seeds",
+    )
+    base = next(iter(runs.values()))
+    lines = _header(task, base, name, aggregates) + table_lines(task, aggregates) + _footer(aggregates, plot)
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    summary = {
+        "task": task.name,
+        "preset": name,
+        "headline": headline.key,
+        "budget": {"train": base.train.to_dict(), "data": base.to_dict()["data"]},
+        "variants": {
+            v: {"description": VARIANTS[v].description, "model": runs[v, a["seeds"][0]].model.to_dict()}
+            for v, a in aggregates.items()
+        },
+        "aggregates": aggregates,
+        "runs": list(records),
+    }
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n".join(lines))
+    print(f"\n[ablations] wrote {(out_dir / 'results.md').resolve()}, results.json and {plot.name}")
+    return summary
+
+
+def _header(task: AblationTask, base: Any, name: str, aggregates: Mapping[str, dict[str, Any]]) -> list[str]:
+    train = base.train
+    steps = sorted({a["steps"] for a in aggregates.values()})
+    counts = [a["non_embedding_parameters"] for a in aggregates.values()]
+    return [
+        f"# Ablations: {task.name}, preset `{name}`",
+        "",
+        f"Every variant trains with the same budget: {'/'.join(map(str, steps))} steps of batch "
+        f"{train.batch_size}, lr {train.lr} (warm-up then cosine), seq_len {base.data.seq_len}; seeds set "
+        "model init and data order. Each cell is mean ± sample standard deviation (n - 1) over n seeds. "
+        "Parameter counts are matched by the FFN width: the non-embedding counts (blocks and final norm) "
+        f"are within {100 * spread(counts):.2f} % of each other.",
+        "",
+    ]
+
+
+def _footer(aggregates: Mapping[str, dict[str, Any]], plot: Path) -> list[str]:
+    lines = ["", "Variants:", ""]
+    lines += [f"- `{v}`: {VARIANTS[v].description}" for v in aggregates]
+    lines += ["", f"- bar plot with error bars: `{plot.name}`"]
+    return lines
+
+
+def spread(values: Sequence[int]) -> float:
+    """(max - min) / min of parameter counts."""
+    return (max(values) - min(values)) / min(values)
