@@ -24,7 +24,7 @@ from gateloop.models import GateLoopConfig, TransformerConfig, TransformerLM
 TINY = [
     *("--data.seq-len", "16", "--data.num-train", "16", "--data.num-test", "8"),
     *("--train.epochs", "1", "--train.batch-size", "4", "--train.warmup-steps", "1"),
-    *("--train.checkpoint-every", "2", "--train.log-every", "1", "--no-progress"),
+    *("--train.checkpoint-every", "2", "--train.log-every", "1", "--model.n-layer", "1", "--no-progress"),
 ]
 GRID = ["experiment", "ablations", "--task", "memory-horizon", "--variants", "gateloop,transformer"]
 
@@ -130,6 +130,7 @@ def test_grid_report_interrupted_resume_and_changed_config(tmp_path, monkeypatch
     assert main([*GRID[:4], *one, *TINY, "--train.lr", "0.001"]) == 1
     assert "train.lr: 0.0025 -> 0.001" in capsys.readouterr().err
 
+    (killed / "gateloop" / "seed0" / "ablation.json").unlink()  # killed after final/: rebuilt from it
     assert grid(killed, "--resume") == 0
     out = capsys.readouterr().out
     assert "gateloop seed 0: finished, skipped" in out and "transformer seed 1: training" in out

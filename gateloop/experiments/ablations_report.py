@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gateloop.experiments.ablation_variants import VARIANTS
 
 if TYPE_CHECKING:
-    from gateloop.experiments.ablations import AblationTask
+    from gateloop.experiments.ablation_tasks import AblationTask
     from gateloop.experiments.run_config import RunConfig
 
 

@@ -1,0 +1,100 @@
+"""The ablation grid's view of one run directory: whether the run finished, whether it was made
+with the config the grid asks for, its wall time over sessions, and its record (``ablation.json``:
+parameters, steps, wall time and test metrics)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gateloop.experiments.ablation_tasks import AblationTask
+from gateloop.experiments.parameter_matching import count_non_embedding
+from gateloop.experiments.run_config import SECTIONS, RunConfig, model_class
+from gateloop.models import TransformerConfig
+from gateloop.models.base import CausalModel
+from gateloop.training import MetricsLogger, Runtime, read_run_config
+from gateloop.training.files import atomic_write_text
+from gateloop.training.run_dir import config_differences
+
+RECORD_NAME = "ablation.json"  # a finished run's numbers, written by the grid
+WALL_TIME_NAME = "wall_time.json"  # seconds spent training the run, summed over its sessions
+
+
+def is_finished(task: AblationTask, run_dir: Path) -> bool:
+    """``final/`` holds weights and the metrics hold the final evaluation (at the last step)."""
+    if not (run_dir / "final" / "model.safetensors").is_file() or not (run_dir / "config.json").is_file():
+        return False
+    last = read_run_config(run_dir).get("resolved", {}).get("max_steps")
+    rows = MetricsLogger(run_dir).read()
+    return any(r.get("step") == last and task.eval_key in r for r in rows)
+
+
+def check_same_config(task: AblationTask, run: RunConfig, run_dir: Path) -> None:
+    """Refuse a finished run whose config is not the one the grid asks for (the trainer's rule for
+    ``--resume``: bookkeeping fields may differ, nothing else)."""
+    saved = read_run_config(run_dir)
+    expected = task.saved_config(run)
+    keys = ("task", *SECTIONS)
+    changes = config_differences({k: saved.get(k) for k in keys}, {k: expected.get(k) for k in keys})
+    if changes:
+        raise ValueError(
+            f"--resume with a different config than {run_dir / 'config.json'}: "
+            + "; ".join(changes[:8])
+            + " (use another --out for a different grid, or resume with the original settings)"
+        )
+
+
+def add_wall_time(run_dir: Path, seconds: float, runtime: Runtime) -> float:
+    """Add a session's seconds to the run's total (a session killed by SIGKILL is not counted)."""
+    path = run_dir / WALL_TIME_NAME
+    total = seconds + (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0)
+    if runtime.is_main and run_dir.is_dir():
+        atomic_write_text(path, json.dumps({"seconds": total}) + "\n")
+    return total
+
+
+def write_record(
+    task: AblationTask,
+    variant: str,
+    run: RunConfig,
+    run_dir: Path,
+    model: CausalModel,
+    steps: int,
+    wall_time_s: float | None,
+    shared: Any,
+    runtime: Runtime,
+) -> dict[str, Any]:
+    """The run's numbers (test metrics of ``model``), written to ``RUN/ablation.json``."""
+    if not runtime.is_main:
+        return {}
+    record = {
+        "variant": variant,
+        "seed": run.train.seed,
+        "family": "transformer" if isinstance(run.model, TransformerConfig) else "gateloop",
+        "parameters": model.num_parameters(),
+        "non_embedding_parameters": count_non_embedding(model),
+        "d_channel_mixing": run.model.d_channel_mixing,
+        "n_head": getattr(run.model, "n_head", None),
+        "steps": steps,
+        "wall_time_s": wall_time_s,
+        "metrics": task.evaluate(model, run, shared),
+    }
+    atomic_write_text(run_dir / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RECORD_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_from_final(
+    task: AblationTask, variant: str, run: RunConfig, run_dir: Path, shared: Any, runtime: Runtime
+) -> dict[str, Any]:
+    """A finished run without a record (killed after ``final/``): evaluate its final weights."""
+    model = model_class(run.model).from_pretrained(run_dir / "final", device=runtime.device)
+    steps = int(read_run_config(run_dir)["resolved"]["max_steps"])
+    wall_path = run_dir / WALL_TIME_NAME
+    wall = json.loads(wall_path.read_text())["seconds"] if wall_path.is_file() else None
+    return write_record(task, variant, run, run_dir, model, steps, wall, shared, runtime)
