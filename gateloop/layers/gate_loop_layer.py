@@ -332,20 +332,28 @@ class GateLoop(nn.Module):
         return_state: bool = False,
         attention_mask: Tensor | None = None,
         document_ids: Tensor | None = None,
+        cu_seqlens: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x [B, L, d_model] -> y [B, L, d_model] (and the final state c(B H dk dv) when asked).
 
         state: the state after a previous segment (continues it). attention_mask: bool [B, L],
         False marks padding: a padded step is the identity on the state (a = 1, kᵀv = 0).
         document_ids: int [B, L]; the state restarts (a = 0) wherever the id changes.
+        cu_seqlens: int [N+1] offsets of N sequences packed into a batch of one (FlashAttention's
+        convention); each starts from its own state (``state``: c(N H dk dv) or None) and the final
+        state is one per sequence. Handed to the op, whose kernels take it natively.
         """
         self._check_x(x, 3)
         B, L, _ = x.shape
+        if cu_seqlens is not None and (document_ids is not None or attention_mask is not None):
+            raise ValueError(
+                "cu_seqlens marks the sequences already: pass it without document_ids/attention_mask"
+            )
         if state is not None:
             check_tensor("state", state)
         mask = None if attention_mask is None else _check_row_mask("attention_mask", attention_mask, (B, L))
         starts = None if document_ids is None else _document_starts(document_ids, (B, L))
-        if L == 1 and mask is None:  # one token: a document start at position 0 changes nothing
+        if L == 1 and mask is None and cu_seqlens is None:  # one token: a start at 0 changes nothing
             y, new_state = self.step(x[:, 0], state)
             return (y[:, None], new_state) if return_state else y[:, None]
         H = self.n_head
@@ -371,6 +379,7 @@ class GateLoop(nn.Module):
             initial_state=state,
             output_final_state=return_state,
             chunk_size=self.chunk_size if self.mode == "chunk" else None,
+            cu_seqlens=cu_seqlens,
         )
         out = self._output(y.reshape(B, L, self.d_v), x)
         return (out, final) if return_state else out  # type: ignore[return-value]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gateloop._validation import INTEGER_DTYPES, check_positive_int, check_tensor
+from gateloop.ops.varlen import check_cu_seqlens, document_ids_from_cu_seqlens
 
 KV_CACHE_KEYS = ("k", "v", "valid", "next_pos")
 
@@ -67,8 +68,15 @@ class CausalSelfAttention(nn.Module):
         return_state: bool = False,
         attention_mask: Tensor | None = None,
         document_ids: Tensor | None = None,
+        cu_seqlens: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """x [B, L, d_model] -> y (and the KV cache when asked). ``cu_seqlens`` (N sequences packed
+        into a batch of one) becomes the equivalent ``document_ids``: attention stays inside each."""
         x = check_tensor("x", x)
+        if cu_seqlens is not None:
+            if document_ids is not None:
+                raise ValueError("cu_seqlens marks the sequences already: pass it without document_ids")
+            document_ids = document_ids_from_cu_seqlens(check_cu_seqlens(cu_seqlens, x), x.shape[1])
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         if x.ndim != 3 or x.shape[-1] != self.d_model:

@@ -178,17 +178,21 @@ class CausalModel(nn.Module):
         return_state: bool = False,
         attention_mask: Tensor | None = None,
         document_ids: Tensor | None = None,
+        cu_seqlens: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Any]]:
         """input_ids [B, L] -> logits [B, L, head vocab] (and the new per-layer state when asked).
 
         state: continue from a previous call's state (a cache for generation).
         attention_mask: bool [B, L], False on padding. document_ids: int [B, L] for packed rows.
+        cu_seqlens: int [N+1] offsets of N sequences packed into a batch of one (B = 1); GateLoop
+        states are then one per sequence.
         """
-        masks = {
-            k: v
-            for k, v in (("attention_mask", attention_mask), ("document_ids", document_ids))
-            if v is not None
-        }
+        given = (
+            ("attention_mask", attention_mask),
+            ("document_ids", document_ids),
+            ("cu_seqlens", cu_seqlens),
+        )
+        masks = {k: v for k, v in given if v is not None}
         hidden, new_state = self.hidden_states(input_ids, state=state, return_state=return_state, **masks)
         logits = self.logits(hidden)
         return (logits, new_state) if return_state else logits  # type: ignore[return-value]

@@ -97,3 +97,10 @@ def run_torch_varlen(
         finals.append(final)
     final_states = None if finals[0] is None else torch.cat(finals, dim=0)  # (N, H, dk, dv)
     return torch.cat(ys, dim=1), final_states  # (1, L, H, dv)
+
+
+def document_ids_from_cu_seqlens(cu_seqlens: Tensor, length: int) -> Tensor:
+    """Sequence index per position, [1, L]: the ``document_ids`` form of ``cu_seqlens`` (for layers,
+    such as softmax attention, that mask by document instead of restarting a state)."""
+    positions = torch.arange(length, device=cu_seqlens.device)
+    return torch.searchsorted(cu_seqlens[1:].to(torch.long), positions, right=True)[None]  # (1, L)
