@@ -38,6 +38,8 @@ def aggregate(records: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> 
             "parameters": rows[0]["parameters"],
             "non_embedding_parameters": rows[0]["non_embedding_parameters"],
             "steps": rows[0]["steps"],
+            "n_head": rows[0].get("n_head"),
+            "d_channel_mixing": rows[0].get("d_channel_mixing"),
             "wall_time_s": mean_std(walls) if walls else None,
             "metrics": {k: mean_std([r["metrics"][k] for r in rows]) for k in metric_keys},
         }
@@ -126,7 +128,10 @@ def _header(task: AblationTask, base: Any, name: str, aggregates: Mapping[str, d
 
 def _footer(aggregates: Mapping[str, dict[str, Any]], plot: Path) -> list[str]:
     lines = ["", "Variants:", ""]
-    lines += [f"- `{v}`: {VARIANTS[v].description}" for v in aggregates]
+    lines += [
+        f"- `{v}` ({a['n_head']} heads, FFN {a['d_channel_mixing']}): {VARIANTS[v].description}"
+        for v, a in aggregates.items()
+    ]
     lines += ["", f"- bar plot with error bars: `{plot.name}`"]
     return lines
 
