@@ -65,17 +65,16 @@ def _swap_in_peer() -> None:
 
 def _build(row: dict[str, Any]) -> tuple[torch.nn.Module, int, int]:
     """(model, input vocabulary, output classes)."""
-    from gateloop.experiments.language_model import matched_config, preset
-    from gateloop.models import GateLoopConfig, GateLoopLM, TransformerLM
+    from gateloop.experiments.language_model import as_model, build_model, preset
+    from gateloop.models import GateLoopConfig, GateLoopLM
 
     torch.manual_seed(0)
     if row["task"] == "memory-horizon":
         config = GateLoopConfig.memory_horizon()
         return GateLoopLM(config), config.vocab_size, config.head_vocab_size
-    lm = preset("cpu", **{k: v for k, v in LM_SHAPE.items() if k != "vocab_size"}, tie_embeddings=False)
-    lm = matched_config(lm, row["impl"])
-    model_config = lm.model_config(LM_SHAPE["vocab_size"])
-    model = TransformerLM(model_config) if row["impl"] == "transformer" else GateLoopLM(model_config)  # type: ignore[arg-type]
+    shape = {f"model.{k}": v for k, v in LM_SHAPE.items()}
+    lm = preset("cpu", overrides={**shape, "model.tie_embeddings": False})
+    model = build_model(as_model(lm, row["impl"], match_parameters=True).model)
     return model, LM_SHAPE["vocab_size"], LM_SHAPE["vocab_size"]
 
 

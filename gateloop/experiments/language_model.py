@@ -108,6 +108,8 @@ class LMRun(RunConfig):
 def attention_heads(d_model: int) -> int:
     """Head count for the Transformer: head dims even and as close to 64 as d_model allows."""
     options = [h for h in range(1, d_model + 1) if d_model % h == 0 and (d_model // h) % 2 == 0]
+    if not options:  # rotary embeddings rotate pairs of dims: an odd d_model has no even split
+        raise ValueError(f"the Transformer needs an even d_model (rotary pairs), got d_model = {d_model}")
     return min(options, key=lambda h: (abs(d_model // h - 64), h))
 
 
