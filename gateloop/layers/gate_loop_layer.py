@@ -28,6 +28,33 @@ TRANSITION_INITS = ("uniform", "ring", "s4d_lin", "retnet")
 TRANSITION_TAG = "_gateloop_transition"
 
 
+# The fixed-transition special cases of paper §3.1 as option sets of this layer (the classmethods
+# below, and GateLoopConfig.with_transition_preset for model configs, read them from here).
+TRANSITION_PRESETS: dict[str, dict[str, object]] = {
+    "retnet_like": {
+        "data_controlled": False,
+        "trainable_transitions": False,
+        "transition_init": "retnet",
+        "magnitude_activation": "sigmoid",
+        "phase_activation": "identity",
+    },
+    "lru_like": {
+        "data_controlled": False,
+        "transition_init": "ring",
+        "magnitude_activation": "exp_exp",
+        "phase_activation": "exp",
+        "magnitude_init": (0.9, 0.999),
+        "phase_init_max": TWO_PI,
+    },
+    "s4d_like": {
+        "data_controlled": False,
+        "transition_init": "s4d_lin",
+        "magnitude_activation": "exp_exp",
+        "phase_activation": "identity",
+    },
+}
+
+
 def is_transition_parameter(p: nn.Parameter) -> bool:
     return bool(getattr(p, TRANSITION_TAG, False))
 
@@ -169,40 +196,19 @@ class GateLoop(nn.Module):
     def retnet_like(cls, d_model: int, *, n_head: int, **kwargs: object) -> GateLoop:
         """RetNet: fixed per-head decay γ_h = 1 - 2^(-5-h) and fixed xPos-style rotation per key
         dim; q and k stay data-controlled. Transitions are frozen (not trained)."""
-        preset = {
-            "data_controlled": False,
-            "trainable_transitions": False,
-            "transition_init": "retnet",
-            "magnitude_activation": "sigmoid",
-            "phase_activation": "identity",
-        }
-        return cls(d_model, n_head=n_head, **{**preset, **kwargs})  # type: ignore[arg-type]
+        return cls(d_model, n_head=n_head, **{**TRANSITION_PRESETS["retnet_like"], **kwargs})  # type: ignore[arg-type]
 
     @classmethod
     def lru_like(cls, d_model: int, *, n_head: int, **kwargs: object) -> GateLoop:
         """LRU: fixed (input-independent, trained) complex transitions a = exp(-exp(ν) + i exp(θ))
         with the ring initialisation |a| in [0.9, 0.999], phase in [0, 2π]."""
-        preset = {
-            "data_controlled": False,
-            "transition_init": "ring",
-            "magnitude_activation": "exp_exp",
-            "phase_activation": "exp",
-            "magnitude_init": (0.9, 0.999),
-            "phase_init_max": TWO_PI,
-        }
-        return cls(d_model, n_head=n_head, **{**preset, **kwargs})  # type: ignore[arg-type]
+        return cls(d_model, n_head=n_head, **{**TRANSITION_PRESETS["lru_like"], **kwargs})  # type: ignore[arg-type]
 
     @classmethod
     def s4d_like(cls, d_model: int, *, n_head: int, **kwargs: object) -> GateLoop:
         """S4D-Lin: fixed (trained) diagonal transitions a_n = exp(Δ(-1/2 + iπn)) (ZOH of the
         S4D-Lin eigenvalues), Δ log-uniform in [1e-3, 1e-1]."""
-        preset = {
-            "data_controlled": False,
-            "transition_init": "s4d_lin",
-            "magnitude_activation": "exp_exp",
-            "phase_activation": "identity",
-        }
-        return cls(d_model, n_head=n_head, **{**preset, **kwargs})  # type: ignore[arg-type]
+        return cls(d_model, n_head=n_head, **{**TRANSITION_PRESETS["s4d_like"], **kwargs})  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ init
     def _target_transitions(self) -> tuple[Tensor, Tensor]:

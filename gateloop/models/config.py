@@ -12,39 +12,12 @@ from typing import Any, ClassVar, TypeVar
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.layers.feed_forward import FFN_ACTIVATIONS
-from gateloop.layers.gate_loop_layer import TRANSITION_INITS
-from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS, TWO_PI
+from gateloop.layers.gate_loop_layer import TRANSITION_INITS, TRANSITION_PRESETS
+from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
 
 C = TypeVar("C", bound="ModelConfig")
 
 NORM_POSITIONS = ("pre", "post")
-
-# The fixed-transition special cases of paper §3.1 as GateLoopConfig option sets: exactly what the
-# layer's GateLoop.retnet_like / lru_like / s4d_like classmethods set (a test builds both and
-# compares), so that a model config can name them (``GateLoopConfig.with_transition_preset``).
-TRANSITION_PRESETS: dict[str, dict[str, Any]] = {
-    "retnet_like": {
-        "data_controlled": False,
-        "trainable_transitions": False,
-        "transition_init": "retnet",
-        "magnitude_activation": "sigmoid",
-        "phase_activation": "identity",
-    },
-    "lru_like": {
-        "data_controlled": False,
-        "transition_init": "ring",
-        "magnitude_activation": "exp_exp",
-        "phase_activation": "exp",
-        "magnitude_init": (0.9, 0.999),
-        "phase_init_max": TWO_PI,
-    },
-    "s4d_like": {
-        "data_controlled": False,
-        "transition_init": "s4d_lin",
-        "magnitude_activation": "exp_exp",
-        "phase_activation": "identity",
-    },
-}
 
 
 @dataclass
