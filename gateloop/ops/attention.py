@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._inputs import Transitions, complex_dtype_of
+from gateloop.ops._nonfinite import causal_nonfinite
 
 
 def cumulative_logs(transitions: Transitions) -> tuple[Tensor, Tensor | None]:
@@ -55,8 +56,12 @@ def surrogate_scores(q: Tensor, k: Tensor, G: Tensor, Phi: Tensor | None) -> Ten
     kh = k.transpose(1, 2).to(dtype)  # (B, H, L, dk)
     decay = decay.to(dtype)
     if decay.shape[-1] == 1:  # one transition per head: the decay factors out of the key sum
-        return (qh @ kh.transpose(-1, -2)) * decay[..., 0]  # (B, H, L, L)
-    return torch.einsum("bhnd,bhmd,bhnmd->bhnm", qh, kh, decay)  # (B, H, L, L)
+        scores = (qh @ kh.transpose(-1, -2)) * decay[..., 0]  # (B, H, L, L)
+    else:
+        scores = torch.einsum("bhnd,bhmd,bhnmd->bhnm", qh, kh, decay)  # (B, H, L, L)
+    # why where: above the diagonal the decay is 0, but q_n · k_m can overflow to inf and
+    # inf · 0 = NaN would reach row n < m through scores @ v; selection keeps those entries 0
+    return torch.where(causal[..., 0], scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
 
 
 def initial_state_readout(q: Tensor, G: Tensor, Phi: Tensor | None, initial_state: Tensor) -> Tensor:
@@ -81,6 +86,7 @@ def final_state_from_scores(
     return h
 
 
+@causal_nonfinite
 def gate_loop_attention(
     q: Tensor,
     k: Tensor,

@@ -15,7 +15,8 @@ state h carried in from the previous chunk (docs/numerics.md, 'Doubled keys' and
 so everything is a real matmul with key dimension 2·dk (dk when q, k and a are all real). Every
 exponent is <= 0 except e^{-G_m} in the diagonal block, which is used only in chunks whose
 log-decay range is below ``safe_range``; other chunks get exact pairwise decays
-exp(G_n - G_m), masked before the exponential and accumulated in float64.
+exp(G_n - G_m), masked before the exponential and accumulated in float64. Non-finite inputs
+are set aside first (``_nonfinite.causal_nonfinite``; docs/numerics.md, 'Non-finite inputs').
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from gateloop.ops._chunking import DEFAULT_CHUNK_SIZE, from_chunks, safe_range, to_chunks
 from gateloop.ops._inputs import Transitions, complex_dtype_of
+from gateloop.ops._nonfinite import causal_nonfinite
 
 
 class _ChunkLogs(NamedTuple):
@@ -220,6 +222,7 @@ def _final_state(S: Tensor, G: Tensor, initial_state: Tensor | None, doubled: bo
     return final
 
 
+@causal_nonfinite
 def gate_loop_chunk(
     q: Tensor,
     k: Tensor,

@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._inputs import Transitions, complex_dtype_of
+from gateloop.ops._nonfinite import causal_nonfinite
 
 
+@causal_nonfinite
 def gate_loop_recurrent(
     q: Tensor,
     k: Tensor,

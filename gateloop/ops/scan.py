@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._inputs import Transitions, complex_dtype_of
+from gateloop.ops._nonfinite import causal_nonfinite
 
 
 def associative_scan_linear(a: Tensor, x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
@@ -39,6 +40,7 @@ def _shift(t: Tensor, offset: int, dim: int, fill: float) -> Tensor:
     return torch.cat([head, t.narrow(dim, 0, t.shape[dim] - offset)], dim=dim)
 
 
+@causal_nonfinite
 def gate_loop_scan(
     q: Tensor,
     k: Tensor,

@@ -15,7 +15,8 @@ Matmuls with head dimension 1 waste the hardware, so the scalar recurrence h_n =
    position adds the carried-in state: h_n = e^{G_n} e^{iΦ_n} (C_n + S_chunk).
 
 Only Re(h) is needed at every position when q is real (y = q Re h); Im(h) only at chunk ends.
-Derivation: docs/numerics.md, 'SISO: the two-pass element-wise form'.
+Derivation: docs/numerics.md, 'SISO: the two-pass element-wise form'. Non-finite inputs are set
+aside first (``_nonfinite.causal_nonfinite``; docs/numerics.md, 'Non-finite inputs').
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from gateloop.ops._chunking import DEFAULT_CHUNK_SIZE, pad_time, safe_range
 from gateloop.ops._inputs import Transitions, complex_dtype_of
+from gateloop.ops._nonfinite import causal_nonfinite
 from gateloop.ops.scan import associative_scan_linear
 
 
@@ -50,6 +52,7 @@ def _parts(t: Tensor) -> tuple[Tensor, Tensor | None]:
     return (t.real, t.imag) if t.is_complex() else (t, None)
 
 
+@causal_nonfinite
 def gate_loop_siso_chunked(
     q: Tensor,
     k: Tensor,

@@ -12,9 +12,11 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._inputs import Transitions
+from gateloop.ops._nonfinite import causal_nonfinite
 from gateloop.ops.attention import cumulative_logs, surrogate_scores
 
 
+@causal_nonfinite
 def gate_loop_softmax(
     q: Tensor,
     k: Tensor,

@@ -18,6 +18,9 @@
 //   dq_n = scale dy_n Re h_n,   dk_n = Re g_n v_n,   dv_n = Re g_n k_n
 //   dl_n + i dtheta_n = g_n conj(a_n h_{n-1})   (a = e^{l + i theta}: da/dl = a, da/dtheta = i a)
 //   dh0  = conj(a_0) g_0
+// A zero cotangent stays exactly zero through NaN/Inf inputs (0 * NaN would be NaN), so a
+// non-finite value at step t never reaches the gradients of earlier steps whose loss excludes
+// step t onwards (docs/numerics.md, 'Non-finite inputs'). The forward is causal by construction.
 // The forward keeps only the state entering every kChunk-th step; the backward recomputes the
 // states of one chunk at a time (no [B, L, H] state history is ever written).
 #include <torch/extension.h>
@@ -192,7 +195,11 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
 #pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
         const T sdy = scale * dy[o + j];
-        const T g_r = gr[j] + sdy * q[o + j];
+        // a zero cotangent contributes exactly 0, also where q_n is NaN/Inf (0 * NaN = NaN would
+        // reach every earlier step through g): such a q_n is read as 0. A finite q_n is used as it
+        // is, in the same expression as before, so finite inputs give the same bits.
+        const T q_n = (sdy == T(0) && q[o + j] - q[o + j] != T(0)) ? T(0) : q[o + j];
+        const T g_r = gr[j] + sdy * q_n;
         const T g_i = gi[j];
         dq[o + j] = sdy * cr[j];
         dk[o + j] = g_r * v[o + j];
@@ -204,9 +211,13 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
         if constexpr (kPhase) {
           dth[(o + j) * kLogStride] = g_i * p_r - g_r * p_i;
         }
-        // g <- conj(a_n) g
-        gr[j] = a_r[j] * g_r + a_i[j] * g_i;
-        gi[j] = a_r[j] * g_i - a_i[j] * g_r;
+        // g <- conj(a_n) g; a zero g stays exactly 0 through a NaN/Inf a_n (as above: only a
+        // NaN product of a zero g is replaced, so finite a_n give the same bits)
+        const bool g_zero = g_r == T(0) && g_i == T(0);
+        const T ng_r = a_r[j] * g_r + a_i[j] * g_i;
+        const T ng_i = a_r[j] * g_i - a_i[j] * g_r;
+        gr[j] = (g_zero && ng_r != ng_r) ? T(0) : ng_r;
+        gi[j] = (g_zero && ng_i != ng_i) ? T(0) : ng_i;
       }
     }
   }
