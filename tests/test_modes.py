@@ -6,6 +6,10 @@ import itertools
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from gateloop import gate_loop
 
 from helpers import compare, make_problem, run_mode, run_reference
 
@@ -193,3 +197,42 @@ def test_direct_a_matches_reference_float64(
         B=1, L=L, H=3, dk=dk, dv=dk, per_head=per_head, complex_a=complex_a, use_log=False, seed=L
     )
     compare(run_reference(p), run_mode(p, mode, torch.float64), TOL_F64)
+
+
+class _StateSizedAllocations(TorchDispatchMode):
+    """Counts the tensors of at least ``nbytes`` that aten ops return in fresh storage (not views
+    of an argument, not in-place results, not ``out=`` buffers)."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__()
+        self.nbytes = nbytes
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        given = {t.untyped_storage().data_ptr() for t in tensors}
+        for t in tree_leaves(out):
+            fresh = isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given
+            if fresh and t.untyped_storage().nbytes() >= self.nbytes:
+                self.count += 1
+        return out
+
+
+@pytest.mark.parametrize("complex_a", [False, True], ids=["real", "complex"])
+def test_recurrent_without_gradients_keeps_one_running_state(complex_a: bool) -> None:
+    """Under no_grad the recurrent loop updates one state in place: a state-sized allocation per
+    step (three before: a ⊙ h, + kᵀv, kᵀv) fragmented the heap by about one state per step (issue
+    14: 4.8 GiB at L = 16384, dk = dv = 64, float64). The same bits as with autograd."""
+    p = make_problem(B=1, L=64, H=2, dk=8, dv=8, complex_a=complex_a, with_h0=complex_a, seed=3)
+    args = (p.q, p.k, p.v)
+    kw = {"log_a": p.trans, "mode": "recurrent", "initial_state": p.h0, "output_final_state": True}
+    with_grad = gate_loop(*(t.clone().requires_grad_(True) for t in args), **kw)
+    state_bytes = 2 * 8 * 8 * (16 if complex_a else 8)  # one (B, H, dk, dv) state
+    counter = _StateSizedAllocations(state_bytes)
+    with torch.no_grad(), counter:
+        without = gate_loop(*args, **kw)
+    assert counter.count < 16, f"{counter.count} state-sized allocations for L = 64 steps"
+    assert torch.equal(without[0], with_grad[0].detach())
+    assert torch.equal(without[1], with_grad[1].detach())
