@@ -55,6 +55,7 @@ class Path:
     with_h0: bool = True
     dtype: torch.dtype = torch.float64
     fallback: bool = False  # the pure-PyTorch path (GATELOOP_NO_EXTENSION), see helpers.pure_pytorch
+    direct_a: bool = False  # pass a = exp(log_a) as ``a=`` (its real and imaginary parts poisoned)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,7 +72,10 @@ PATHS = {
     "siso-pytorch-real-a": Path(
         "chunk", dk=1, dv=1, complex_a=False, fallback=True, kwargs={"chunk_size": CHUNK}
     ),
+    "chunk-direct-a": Path("chunk", direct_a=True, kwargs={"chunk_size": CHUNK}),
+    "siso-kernel-direct-a": Path("chunk", dk=1, dv=1, direct_a=True),
     "recurrent": Path("recurrent"),
+    "recurrent-direct-a": Path("recurrent", direct_a=True),
     "recurrent-real": Path("recurrent", complex_a=False, with_h0=False, dtype=torch.float32),
     "scan": Path("scan"),
     "attention": Path("attention"),
@@ -98,7 +102,7 @@ def _inputs(path: Path) -> dict[str, Tensor]:
         "q": q,
         "k": k,
         "v": torch.randn(B, L, H, path.dv, generator=g, dtype=f64),
-        "log_a": torch.complex(log_mag, phase) if path.complex_a else log_mag,
+        "log_a": torch.complex(log_mag, phase) if path.complex_a else log_mag,  # or a itself: direct_a
         "gy": torch.randn(B, L, H, path.dv, generator=g, dtype=f64),
     }
     if path.with_h0:
@@ -106,6 +110,8 @@ def _inputs(path: Path) -> dict[str, Tensor]:
         out["h0"] = torch.complex(
             torch.randn(*shape, generator=g, dtype=f64), torch.randn(*shape, generator=g, dtype=f64)
         )
+    if path.direct_a:
+        out["log_a"] = torch.exp(out["log_a"])
     return {name: _cast(t, path.dtype) for name, t in out.items()}
 
 
@@ -132,7 +138,7 @@ def _run(path: Path, inputs: dict[str, Tensor], t: int) -> tuple[Tensor, dict[st
             leaves["q"],
             leaves["k"],
             leaves["v"],
-            log_a=leaves["log_a"],
+            **{"a" if path.direct_a else "log_a": leaves["log_a"]},
             mode=path.mode,  # type: ignore[arg-type]
             initial_state=leaves.get("h0"),
             output_final_state=path.mode != "softmax",
