@@ -198,7 +198,10 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
         // a zero cotangent contributes exactly 0, also where q_n is NaN/Inf (0 * NaN = NaN would
         // reach every earlier step through g): such a q_n is read as 0. A finite q_n is used as it
         // is, in the same expression as before, so finite inputs give the same bits.
-        const T q_n = (sdy == T(0) && q[o + j] - q[o + j] != T(0)) ? T(0) : q[o + j];
+        // (bitwise & and plain selects, no short-circuit: the loop stays branch-free, vectorised)
+        const T q_raw = q[o + j];
+        const bool drop_q = (sdy == T(0)) & (q_raw - q_raw != T(0));  // q_raw - q_raw: NaN unless finite
+        const T q_n = drop_q ? T(0) : q_raw;
         const T g_r = gr[j] + sdy * q_n;
         const T g_i = gi[j];
         dq[o + j] = sdy * cr[j];
@@ -213,11 +216,11 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
         }
         // g <- conj(a_n) g; a zero g stays exactly 0 through a NaN/Inf a_n (as above: only a
         // NaN product of a zero g is replaced, so finite a_n give the same bits)
-        const bool g_zero = g_r == T(0) && g_i == T(0);
+        const bool g_zero = (g_r == T(0)) & (g_i == T(0));
         const T ng_r = a_r[j] * g_r + a_i[j] * g_i;
         const T ng_i = a_r[j] * g_i - a_i[j] * g_r;
-        gr[j] = (g_zero && ng_r != ng_r) ? T(0) : ng_r;
-        gi[j] = (g_zero && ng_i != ng_i) ? T(0) : ng_i;
+        gr[j] = (g_zero & (ng_r != ng_r)) ? T(0) : ng_r;
+        gi[j] = (g_zero & (ng_i != ng_i)) ? T(0) : ng_i;
       }
     }
   }
