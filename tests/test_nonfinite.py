@@ -272,3 +272,32 @@ def test_lm_inf_at_the_last_position_keeps_earlier_logits(mode: str, n_head: int
     assert torch.isfinite(poisoned[:, :-1]).all()
     assert torch.equal(poisoned[:, :-1], clean[:, :-1])
     assert not torch.isfinite(poisoned[:, -1]).all()
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_transformer_inf_at_the_last_position_keeps_earlier_logits(padded: bool) -> None:
+    """The Transformer baseline too: softmax attention's 0 * inf in the weighted sum is avoided."""
+    from gateloop.models import TransformerConfig, TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig.tiny()).eval()
+    ids = torch.randint(0, 97, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[0, :3] = not padded  # a left-padded row takes the masked (non-causal-flag) attention path
+    kwargs = {"attention_mask": mask} if padded else {}
+    with torch.no_grad():
+        clean = model(ids, **kwargs)
+
+        def poison_last(module: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+            out = out.clone()
+            out[:, -1, 0] = math.inf
+            return out
+
+        handle = model.embed.register_forward_hook(poison_last)
+        try:
+            poisoned = model(ids, **kwargs)
+        finally:
+            handle.remove()
+    assert torch.isfinite(poisoned[:, :-1]).all()
+    assert torch.equal(poisoned[:, :-1], clean[:, :-1])
+    assert not torch.isfinite(poisoned[:, -1]).all()

@@ -124,6 +124,11 @@ class CausalSelfAttention(nn.Module):
         else:
             valid_keys = valid
         T = past + L
+        poisoned = _nonfinite_queries(q, k, v, past)  # (B, H, L) or None when all is finite
+        if poisoned is not None:
+            # a non-finite key or value would reach earlier queries through 0 * inf in the weighted
+            # sum: compute on finite inputs, then mark exactly the queries that see one
+            q, k, v = (torch.where(torch.isfinite(t), t, torch.zeros((), dtype=t.dtype)) for t in (q, k, v))
         plain = (
             attention_mask is None and document_ids is None and (state is None or bool(state["valid"].all()))
         )
@@ -139,6 +144,8 @@ class CausalSelfAttention(nn.Module):
             # a query always sees itself: a padded query with no visible key would be NaN
             allowed = allowed | (kj == qi)[None]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], dropout_p=dropout)
+        if poisoned is not None:
+            y = torch.where(poisoned[..., None], torch.full((), float("nan"), dtype=y.dtype), y)
         y = self.out_proj(y.transpose(1, 2).reshape(B, L, D))
         if not return_state:
             return y
@@ -149,6 +156,18 @@ class CausalSelfAttention(nn.Module):
             "next_pos": start + valid.long().sum(dim=1),
         }
         return y, new_state
+
+
+def _nonfinite_queries(q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor | None:
+    """Which queries (B, H, L) see a NaN/Inf: their own q, or a key/value at or before them (the
+    causal mask hides later ones); None when everything is finite (one check, one host sync)."""
+    if not torch.compiler.is_compiling() and bool(
+        torch.isfinite(q).all() & torch.isfinite(k).all() & torch.isfinite(v).all()
+    ):
+        return None
+    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, T)
+    seen = torch.cummax(bad_key.to(torch.uint8), dim=-1).values.bool()[..., past:]  # (B, H, L)
+    return seen | ~torch.isfinite(q).all(-1)
 
 
 def _check_kv_cache(state: object, batch: int) -> None:
