@@ -72,58 +72,21 @@ class CausalSelfAttention(nn.Module):
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """x [B, L, d_model] -> y (and the KV cache when asked). ``cu_seqlens`` (N sequences packed
         into a batch of one) becomes the equivalent ``document_ids``: attention stays inside each."""
-        x = check_tensor("x", x)
-        if cu_seqlens is not None:
-            if document_ids is not None:
-                raise ValueError("cu_seqlens marks the sequences already: pass it without document_ids")
-            document_ids = document_ids_from_cu_seqlens(check_cu_seqlens(cu_seqlens, x), x.shape[1])
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape [B, L, d_model] with d_model = {self.d_model}, got {tuple(x.shape)}"
-            )
+        valid, document_ids = self._check_inputs(x, state, attention_mask, document_ids, cu_seqlens)
         B, L, D = x.shape
-        H, d = self.n_head, self.head_dim
-        if attention_mask is None:
-            valid = torch.ones(B, L, dtype=torch.bool, device=x.device)
-        else:
-            valid = check_tensor("attention_mask", attention_mask, (torch.bool,))
-            if tuple(valid.shape) != (B, L):
-                raise ValueError(
-                    f"attention_mask must have shape [B, L] = {(B, L)}, got {tuple(valid.shape)}"
-                )
-        if document_ids is not None:
-            check_tensor("document_ids", document_ids, INTEGER_DTYPES)
-            if tuple(document_ids.shape) != (B, L):
-                raise ValueError(
-                    f"document_ids must have shape [B, L] = {(B, L)}, got {tuple(document_ids.shape)}"
-                )
-        if state is not None:
-            _check_kv_cache(state, B)
-        if document_ids is not None and state is not None:
-            raise ValueError("document_ids (packed rows) cannot be combined with a KV cache")
-        q, k, v = self.qkv(x).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
+        q, k, v = (
+            self.qkv(x).view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, H, L, d)
         start = state["next_pos"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
-        if document_ids is not None:
-            new_doc = torch.ones_like(document_ids, dtype=torch.bool)
-            new_doc[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
-            idx = torch.arange(L, device=x.device).expand(B, L)
-            doc_start = torch.cummax(torch.where(new_doc, idx, torch.zeros_like(idx)), dim=1).values
-            positions = idx - doc_start  # (B, L): index within the document
-        else:
-            positions = start[:, None] + torch.cumsum(valid.long(), dim=1) - 1  # (B, L): real tokens only
-            positions = positions.clamp_min(0)
+        positions = _rotary_positions(valid, start, document_ids)  # (B, L)
         q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
         past = 0
+        valid_keys = valid
         if state is not None:
             past = state["k"].shape[2]
             k = torch.cat([state["k"], k], dim=2)  # (B, H, T, d)
             v = torch.cat([state["v"], v], dim=2)
             valid_keys = torch.cat([state["valid"], valid], dim=1)  # (B, T)
-        else:
-            valid_keys = valid
-        T = past + L
         poisoned = _nonfinite_queries(q, k, v, past)  # (B, H, L) or None when all is finite
         if poisoned is not None:
             # a non-finite key or value would reach earlier queries through 0 * inf in the weighted
@@ -132,18 +95,7 @@ class CausalSelfAttention(nn.Module):
         plain = (
             attention_mask is None and document_ids is None and (state is None or bool(state["valid"].all()))
         )
-        dropout = self.dropout if self.training else 0.0
-        if plain and past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
-            qi = past + torch.arange(L, device=x.device)[:, None]  # absolute query index
-            kj = torch.arange(T, device=x.device)[None, :]
-            allowed = (kj <= qi)[None] & valid_keys[:, None, :]  # (B, L, T)
-            if document_ids is not None:
-                allowed = allowed & (document_ids[:, :, None] == document_ids[:, None, :])
-            # a query always sees itself: a padded query with no visible key would be NaN
-            allowed = allowed | (kj == qi)[None]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], dropout_p=dropout)
+        y = self._attend(q, k, v, past, None if plain and past == 0 else (valid_keys, document_ids))
         if poisoned is not None:
             y = torch.where(poisoned[..., None], torch.full((), float("nan"), dtype=y.dtype), y)
         y = self.out_proj(y.transpose(1, 2).reshape(B, L, D))
@@ -156,6 +108,78 @@ class CausalSelfAttention(nn.Module):
             "next_pos": start + valid.long().sum(dim=1),
         }
         return y, new_state
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, past: int, masks: tuple[Tensor, Tensor | None] | None
+    ) -> Tensor:
+        """Causal SDPA of q (B, H, L, d) over k, v (B, H, T, d); ``masks`` = (valid keys (B, T),
+        document ids (B, L) or None), or None for the plain causal case."""
+        dropout = self.dropout if self.training else 0.0
+        if masks is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        valid_keys, document_ids = masks
+        L, T = q.shape[2], k.shape[2]
+        qi = past + torch.arange(L, device=q.device)[:, None]  # absolute query index
+        kj = torch.arange(T, device=q.device)[None, :]
+        allowed = (kj <= qi)[None] & valid_keys[:, None, :]  # (B, L, T)
+        if document_ids is not None:
+            allowed = allowed & (document_ids[:, :, None] == document_ids[:, None, :])
+        # a query always sees itself: a padded query with no visible key would be NaN
+        allowed = allowed | (kj == qi)[None]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None], dropout_p=dropout)
+
+    def _check_inputs(
+        self,
+        x: object,
+        state: object,
+        attention_mask: object,
+        document_ids: object,
+        cu_seqlens: object,
+    ) -> tuple[Tensor, Tensor | None]:
+        """(valid tokens bool (B, L), document ids (B, L) or None) after checking every argument:
+        TypeError for a wrong kind, ValueError for a wrong shape or combination."""
+        x = check_tensor("x", x)
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x must have shape [B, L, d_model] with d_model = {self.d_model}, got {tuple(x.shape)}"
+            )
+        B, L, _ = x.shape
+        if cu_seqlens is not None:
+            if document_ids is not None:
+                raise ValueError("cu_seqlens marks the sequences already: pass it without document_ids")
+            document_ids = document_ids_from_cu_seqlens(check_cu_seqlens(cu_seqlens, x), L)
+        valid = torch.ones(B, L, dtype=torch.bool, device=x.device)
+        if attention_mask is not None:
+            valid = check_tensor("attention_mask", attention_mask, (torch.bool,))
+            if tuple(valid.shape) != (B, L):
+                raise ValueError(
+                    f"attention_mask must have shape [B, L] = {(B, L)}, got {tuple(valid.shape)}"
+                )
+        if document_ids is not None:
+            ids = check_tensor("document_ids", document_ids, INTEGER_DTYPES)
+            if tuple(ids.shape) != (B, L):
+                raise ValueError(f"document_ids must have shape [B, L] = {(B, L)}, got {tuple(ids.shape)}")
+        if state is not None:
+            _check_kv_cache(state, B)
+            if document_ids is not None:
+                raise ValueError("document_ids (packed rows) cannot be combined with a KV cache")
+        return valid, document_ids  # type: ignore[return-value]
+
+
+def _rotary_positions(valid: Tensor, start: Tensor, document_ids: Tensor | None) -> Tensor:
+    """Rotary position of every token (B, L): its index within its document, or, without
+    documents, the count of real tokens before it after the cache's ``start`` (padding skipped)."""
+    B, L = valid.shape
+    if document_ids is not None:
+        new_doc = torch.ones_like(document_ids, dtype=torch.bool)
+        new_doc[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+        idx = torch.arange(L, device=valid.device).expand(B, L)
+        doc_start = torch.cummax(torch.where(new_doc, idx, torch.zeros_like(idx)), dim=1).values
+        return idx - doc_start  # (B, L): index within the document
+    positions = start[:, None] + torch.cumsum(valid.long(), dim=1) - 1  # (B, L): real tokens only
+    return positions.clamp_min(0)
 
 
 def _nonfinite_queries(q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor | None:
