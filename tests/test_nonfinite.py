@@ -245,46 +245,9 @@ def test_step_is_causal() -> None:
     assert not torch.isfinite(outs[1][0, t:, 1]).all()
 
 
-@pytest.mark.parametrize(
-    ("mode", "n_head"),
-    [("chunk", 4), ("recurrent", 4), ("scan", 4), ("attention", 4), ("chunk", 32)],
-    ids=["chunk", "recurrent", "scan", "attention", "chunk-siso"],
-)
-def test_lm_inf_at_the_last_position_keeps_earlier_logits(mode: str, n_head: int) -> None:
-    """A GateLoopLM (4 heads of 8x8 states, or 32 SISO heads): one Inf in the embedding of the last
-    token leaves every earlier logit finite and bit-identical."""
-    torch.manual_seed(0)
-    model = GateLoopLM(GateLoopConfig.tiny(mode=mode, n_head=n_head, chunk_size=32)).eval()
-    ids = torch.randint(0, 97, (2, 75))
-    with torch.no_grad():
-        clean = model(ids)
-
-        def poison_last(module: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
-            out = out.clone()
-            out[:, -1, 0] = math.inf
-            return out
-
-        handle = model.embed.register_forward_hook(poison_last)
-        try:
-            poisoned = model(ids)
-        finally:
-            handle.remove()
-    assert torch.isfinite(poisoned[:, :-1]).all()
-    assert torch.equal(poisoned[:, :-1], clean[:, :-1])
-    assert not torch.isfinite(poisoned[:, -1]).all()
-
-
-@pytest.mark.parametrize("padded", [False, True])
-def test_transformer_inf_at_the_last_position_keeps_earlier_logits(padded: bool) -> None:
-    """The Transformer baseline too: softmax attention's 0 * inf in the weighted sum is avoided."""
-    from gateloop.models import TransformerConfig, TransformerLM
-
-    torch.manual_seed(0)
-    model = TransformerLM(TransformerConfig.tiny()).eval()
-    ids = torch.randint(0, 97, (2, 40))
-    mask = torch.ones(2, 40, dtype=torch.bool)
-    mask[0, :3] = not padded  # a left-padded row takes the masked (non-causal-flag) attention path
-    kwargs = {"attention_mask": mask} if padded else {}
+def _assert_inf_in_last_token_stays_there(model: torch.nn.Module, ids: Tensor, **kwargs: Tensor) -> None:
+    """One Inf in the last token's embedding: every earlier logit finite and bit-identical to the
+    clean run's, the last token's not finite."""
     with torch.no_grad():
         clean = model(ids, **kwargs)
 
@@ -301,3 +264,28 @@ def test_transformer_inf_at_the_last_position_keeps_earlier_logits(padded: bool)
     assert torch.isfinite(poisoned[:, :-1]).all()
     assert torch.equal(poisoned[:, :-1], clean[:, :-1])
     assert not torch.isfinite(poisoned[:, -1]).all()
+
+
+@pytest.mark.parametrize(
+    ("mode", "n_head"),
+    [("chunk", 4), ("recurrent", 4), ("scan", 4), ("attention", 4), ("chunk", 32)],
+    ids=["chunk", "recurrent", "scan", "attention", "chunk-siso"],
+)
+def test_lm_inf_at_the_last_position_keeps_earlier_logits(mode: str, n_head: int) -> None:
+    """A GateLoopLM (4 heads of 8x8 states, or 32 SISO heads)."""
+    torch.manual_seed(0)
+    model = GateLoopLM(GateLoopConfig.tiny(mode=mode, n_head=n_head, chunk_size=32)).eval()
+    _assert_inf_in_last_token_stays_there(model, torch.randint(0, 97, (2, 75)))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_transformer_inf_at_the_last_position_keeps_earlier_logits(padded: bool) -> None:
+    """The Transformer baseline too: softmax attention's 0 * inf in the weighted sum is avoided."""
+    from gateloop.models import TransformerConfig, TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig.tiny()).eval()
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[0, :3] = not padded  # a left-padded row takes the masked (non-causal-flag) attention path
+    kwargs = {"attention_mask": mask} if padded else {}
+    _assert_inf_in_last_token_stays_there(model, torch.randint(0, 97, (2, 40)), **kwargs)
