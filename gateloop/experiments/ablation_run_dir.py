@@ -30,11 +30,11 @@ def is_finished(task: AblationTask, run_dir: Path) -> bool:
     return any(r.get("step") == last and task.eval_key in r for r in rows)
 
 
-def check_same_config(task: AblationTask, run: RunConfig, run_dir: Path) -> None:
+def check_same_config(run: RunConfig, run_dir: Path) -> None:
     """Refuse a finished run whose config is not the one the grid asks for (the trainer's rule for
     ``--resume``: bookkeeping fields may differ, nothing else)."""
     saved = read_run_config(run_dir)
-    expected = task.saved_config(run)
+    expected = run.to_saved_dict()
     keys = ("task", *SECTIONS)
     changes = config_differences({k: saved.get(k) for k in keys}, {k: expected.get(k) for k in keys})
     if changes:

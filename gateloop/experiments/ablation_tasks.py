@@ -40,7 +40,6 @@ class AblationTask:
     load: Callable[[RunConfig], Any]  # data every run of the grid shares
     train: Callable[..., TrainResult]  # (run, run_dir, resume=, progress=, runtime=, shared=)
     evaluate: Callable[[CausalModel, RunConfig, Any], dict[str, float]]  # test metrics of a model
-    saved_config: Callable[[RunConfig], dict[str, Any]]  # the run config as the run dir holds it
 
 
 # ---------------------------------------------------------------------------- the two tasks
@@ -74,11 +73,6 @@ def _lm_evaluate(model: CausalModel, run: Any, shared: Any) -> dict[str, float]:
     }
 
 
-def _lm_saved_config(run: Any) -> dict[str, Any]:
-    saved = run.to_dict()
-    return {**saved, "data": {**saved["data"], "path": str(Path(run.data.path).resolve())}}
-
-
 TASKS: dict[str, AblationTask] = {
     "memory-horizon": AblationTask(
         name="memory-horizon",
@@ -95,7 +89,6 @@ TASKS: dict[str, AblationTask] = {
         load=lambda run: mh.load_data(run.data),
         train=_mh_train,
         evaluate=_mh_evaluate,
-        saved_config=lambda run: run.to_dict(),
     ),
     "lm": AblationTask(
         name="lm",
@@ -112,7 +105,6 @@ TASKS: dict[str, AblationTask] = {
         load=_lm_load,
         train=_lm_train,
         evaluate=_lm_evaluate,
-        saved_config=_lm_saved_config,
     ),
 }
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateloop._validation import check_positive_int
-from gateloop.models.config import TRANSITION_PRESETS, GateLoopConfig, ModelConfig, TransformerConfig
+from gateloop.experiments.run_config import heads_of, transformer_like
+from gateloop.models.config import TRANSITION_PRESETS, GateLoopConfig, ModelConfig
 
 FAMILIES = ("gateloop", "transformer")
 
@@ -83,20 +83,12 @@ def check_variants(names: list[str]) -> list[str]:
     return names
 
 
-def heads_of(width: int, head_dim: int) -> int:
-    """The head count whose (even) head size is closest to ``head_dim`` and divides ``width``."""
-    check_positive_int("head_dim", head_dim)
-    options = [h for h in range(1, width + 1) if width % h == 0 and (width // h) % 2 == 0] or [width]
-    return min(options, key=lambda h: (abs(width // h - head_dim), h))
-
-
 def variant_model(base: GateLoopConfig, name: str, head_dim: int) -> ModelConfig:
     """The model config of variant ``name`` derived from ``base`` (before parameter matching)."""
     check_variants([name])
     variant = VARIANTS[name]
     if variant.family == "transformer":
-        shared = {f.name: getattr(base, f.name) for f in dataclasses.fields(ModelConfig)}
-        model: ModelConfig = TransformerConfig(**shared, n_head=heads_of(base.d_model, head_dim))
+        model: ModelConfig = transformer_like(base, heads_of(base.d_model, head_dim))
     else:
         options = dict(variant.options)
         if variant.multi_head:

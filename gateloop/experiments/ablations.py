@@ -176,7 +176,7 @@ def run_one(
     """One run of the grid: skipped when finished (with ``resume``), else trained; its record."""
     seed = run.train.seed
     if resume and is_finished(task, run_dir):
-        check_same_config(task, run, run_dir)
+        check_same_config(run, run_dir)
         _say(runtime, f"{variant} seed {seed}: finished, skipped ({run_dir})")
         return read_record(run_dir) or record_from_final(task, variant, run, run_dir, shared, runtime)
     _say(runtime, f"{variant} seed {seed}: training into {run_dir}")

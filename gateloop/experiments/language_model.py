@@ -23,7 +23,14 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
-from gateloop.experiments.run_config import RunConfig, build_model, field_names, model_class
+from gateloop.experiments.run_config import (
+    RunConfig,
+    build_model,
+    field_names,
+    heads_of,
+    model_class,
+    transformer_like,
+)
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.base import CausalModel
 from gateloop.training import (
@@ -89,6 +96,11 @@ class LMRun(RunConfig):
             return "transformer"
         return "gateloop" if self.model.data_controlled else "gateloop-fixed"
 
+    def to_saved_dict(self) -> dict[str, Any]:
+        """The dataset path made absolute, so a run resumed from another directory compares equal."""
+        saved = self.to_dict()
+        return {**saved, "data": {**saved["data"], "path": str(Path(self.data.path).resolve())}}
+
     def tokens_per_step(self, world_size: int) -> int:
         return self.train.batch_size * self.train.grad_accum * world_size * self.data.seq_len
 
@@ -107,10 +119,9 @@ class LMRun(RunConfig):
 
 def attention_heads(d_model: int) -> int:
     """Head count for the Transformer: head dims even and as close to 64 as d_model allows."""
-    options = [h for h in range(1, d_model + 1) if d_model % h == 0 and (d_model // h) % 2 == 0]
-    if not options:  # rotary embeddings rotate pairs of dims: an odd d_model has no even split
+    if d_model % 2:  # rotary embeddings rotate pairs of dims: an odd d_model has no even split
         raise ValueError(f"the Transformer needs an even d_model (rotary pairs), got d_model = {d_model}")
-    return min(options, key=lambda h: (abs(d_model // h - 64), h))
+    return heads_of(d_model, 64)
 
 
 def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
@@ -129,8 +140,7 @@ def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
     if not isinstance(run.model, GateLoopConfig):
         raise ValueError(f"--model {name} needs a GateLoop run config to start from, got {run.model_name}")
     if name == "transformer":
-        shared = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(ModelConfig)}
-        model: ModelConfig = TransformerConfig(**shared, n_head=attention_heads(run.model.d_model))
+        model: ModelConfig = transformer_like(run.model, attention_heads(run.model.d_model))
     else:
         model = dataclasses.replace(run.model, data_controlled=name == "gateloop")
     if match_parameters:
@@ -317,8 +327,7 @@ def train(
         evaluate=evaluate,
         tokens_per_batch=run.train.batch_size * run.data.seq_len,
         run_config={
-            **run.to_dict(),
-            "data": {**run.to_dict()["data"], "path": str(Path(run.data.path).resolve())},
+            **run.to_saved_dict(),
             "resolved": {
                 **schedule.to_dict(),
                 "world_size": runtime.world_size,
@@ -337,14 +346,9 @@ def load_run(
     run_dir: str | Path, device: torch.device | str | None = None
 ) -> tuple[LMRun, TokenDataset, CausalModel]:
     """A trained run's config, dataset and model (``final/``, else the latest checkpoint)."""
-    saved = read_run_config(run_dir)
-    if saved.get("task") != LMRun.task:
-        raise ValueError(
-            f"{Path(run_dir) / 'config.json'} is not a language-model run (task {saved.get('task')!r})"
-        )
-    run = LMRun.from_dict(saved)
+    run = LMRun.load(run_dir)
     dataset = TokenDataset(run.data.path)
-    trained_with = saved["resolved"]["tokenizer"]
+    trained_with = read_run_config(run_dir)["resolved"]["tokenizer"]
     if dataset.meta["tokenizer"] != trained_with:
         raise ValueError(
             f"tokenizer mismatch: the run was trained with {trained_with}, "

@@ -251,7 +251,7 @@ def train(
         evaluate=lambda m: evaluate(m, x_test, y_test, run.data.reset_id),
         tokens_per_batch=run.train.batch_size * run.data.seq_len,
         run_config={
-            **run.to_dict(),
+            **run.to_saved_dict(),
             "resolved": {**schedule.to_dict(), "world_size": runtime.world_size},
         },
         runtime=runtime,
@@ -293,14 +293,9 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a trained run (``final/``, else its latest checkpoint) on its test set; returns the
     result (as written to ``eval.json``) and the weights' directory."""
-    from gateloop.training import read_run_config, trained_model_dir
+    from gateloop.training import trained_model_dir
 
-    saved = read_run_config(run_dir)
-    if saved.get("task") != MemoryHorizonRun.task:
-        raise ValueError(
-            f"{Path(run_dir) / 'config.json'} is not a Memory Horizon run (task {saved.get('task')!r})"
-        )
-    run = MemoryHorizonRun.from_dict(saved)
+    run = MemoryHorizonRun.load(run_dir)
     model_dir = trained_model_dir(run_dir)
     model = model_class(run.model).from_pretrained(model_dir, device=device)
     data = load_data(run.data)

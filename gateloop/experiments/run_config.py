@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from gateloop._validation import check_positive_int
 from gateloop.config_utils import dataclass_from_dict, to_dict
 from gateloop.models import GateLoopLM, TransformerLM
 from gateloop.models.base import CausalModel
 from gateloop.models.config import ModelConfig, TransformerConfig
 from gateloop.training.config import TrainConfig
+from gateloop.training.run_dir import read_run_config
 
 R = TypeVar("R", bound="RunConfig")
 SECTIONS = ("model", "data", "train")
@@ -42,6 +45,11 @@ class RunConfig:
         """``{"task", "model", "data", "train"}``: one value per key, JSON-ready."""
         return {"task": self.task, **to_dict(self)}
 
+    def to_saved_dict(self) -> dict[str, Any]:
+        """``to_dict`` as a run directory's ``config.json`` records it (and a resumed run is compared
+        against): subclasses make machine-dependent values, such as paths, absolute."""
+        return self.to_dict()
+
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
         """Inverse of ``to_dict``; also reads a run directory's ``config.json`` (extra top-level
@@ -49,6 +57,17 @@ class RunConfig:
         if data.get("task") != cls.task:
             raise ValueError(f"this is a {data.get('task')!r} run config, not a {cls.task!r} one")
         return dataclass_from_dict(cls, {k: data[k] for k in SECTIONS if k in data})
+
+    @classmethod
+    def load(cls: type[R], run_dir: str | Path) -> R:
+        """The run config a run directory's ``config.json`` records (refused with the file named
+        when it is another task's run, or in an older format)."""
+        saved = read_run_config(run_dir)
+        if saved.get("task") != cls.task:
+            raise ValueError(
+                f"{Path(run_dir) / 'config.json'} is not a {cls.task!r} run (task {saved.get('task')!r})"
+            )
+        return cls.from_dict(saved)
 
     def with_overrides(self: R, overrides: dict[str, Any], *, skip_missing: bool = False) -> R:
         """A copy with ``{"section.field": value}`` applied and validated. A field the section's
@@ -62,7 +81,7 @@ class RunConfig:
                     f"override {path!r} must look like 'model.field', 'data.field' or 'train.field'"
                 )
             target = getattr(run, section)
-            if name not in {f.name for f in dataclasses.fields(target)}:
+            if name not in field_names(type(target)):
                 if skip_missing:
                     continue
                 raise ValueError(
@@ -88,3 +107,17 @@ def model_class(config: ModelConfig) -> type[CausalModel]:
 def build_model(config: ModelConfig) -> CausalModel:
     """A freshly initialised model of ``config``'s family (the caller seeds the RNG)."""
     return model_class(config)(config)  # type: ignore[arg-type]
+
+
+def heads_of(width: int, head_dim: int) -> int:
+    """The head count whose head size is even, divides ``width`` and is closest to ``head_dim``
+    (``width`` itself, i.e. heads of size 1, when no even split exists)."""
+    check_positive_int("head_dim", head_dim)
+    options = [h for h in range(1, width + 1) if width % h == 0 and (width // h) % 2 == 0] or [width]
+    return min(options, key=lambda h: (abs(width // h - head_dim), h))
+
+
+def transformer_like(base: ModelConfig, n_head: int) -> TransformerConfig:
+    """A Transformer with ``base``'s shared fields (width, depth, FFN, norms, vocabulary)."""
+    shared = {f.name: getattr(base, f.name) for f in dataclasses.fields(ModelConfig)}
+    return TransformerConfig(**shared, n_head=n_head)
