@@ -82,6 +82,10 @@ class MemoryHorizonRun(RunConfig):
         """Sequences per optimizer step over all processes and micro-batches."""
         return self.train.batch_size * self.train.grad_accum * world_size
 
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Optimizer steps that see every training sequence once (the last batch may be short)."""
+        return math.ceil(self.data.num_train / self.rows_per_step(world_size))
+
     def resolve(self, world_size: int = 1) -> tuple[ModelConfig, Schedule]:
         """The model config with the vocabularies the data implies, and the step counts."""
         rows, parts = self.rows_per_step(world_size), self.train.grad_accum * world_size
@@ -99,7 +103,7 @@ class MemoryHorizonRun(RunConfig):
                 "output_vocab_size": self.data.max_output,
             }
         )
-        return model, self.train.resolve(steps_per_epoch=math.ceil(self.data.num_train / rows))
+        return model, self.train.resolve(steps_per_epoch=self.steps_per_epoch(world_size))
 
 
 PAPER_TRAIN = TrainConfig(
@@ -167,7 +171,7 @@ def batch_fn(run: MemoryHorizonRun, x: Tensor, y: Tensor, runtime: Runtime):
     """Batches as a pure function of the step: epoch e uses permutation randperm(seed, e); a step's
     rows are split into micro-batches, and each micro-batch among the processes."""
     rows_per_step = run.rows_per_step(runtime.world_size)
-    steps_per_epoch = math.ceil(len(x) / rows_per_step)
+    steps_per_epoch = run.steps_per_epoch(runtime.world_size)
     parts = run.train.grad_accum * runtime.world_size
     cache: dict[int, Tensor] = {}
 

@@ -234,15 +234,13 @@ class Trainer:
         barrier(self.runtime)
         return TrainResult(self.model, self.step, dict(self.log.last), evaluation)
 
-    def _evaluate_and_log(self) -> dict[str, Any]:
-        """Rank 0 evaluates and logs the scalars; the other ranks wait."""
-        result: dict[str, Any] = {}
+    def _evaluate_and_log(self) -> None:
+        """Rank 0 evaluates and logs the scalars (the evaluator keeps the result); the others wait."""
         if self.runtime.is_main:
             assert self.evaluator is not None
             result = self.evaluator.evaluate(self.model, self.step)
             self.metrics.log({"step": self.step, **scalars(result)})
         barrier(self.runtime)
-        return result
 
     def _final_evaluation(self) -> dict[str, Any]:
         """The evaluation at the last step: reused when the loop just made it; logged unless the
