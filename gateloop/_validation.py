@@ -34,6 +34,15 @@ def check_tensor(name: str, value: object, dtypes: Iterable[torch.dtype] | None 
     return value
 
 
+def check_rows(name: str, value: object, shape: tuple[int, int], dtypes: Iterable[torch.dtype]) -> Tensor:
+    """A per-token tensor [B, L] (masks, document ids): ``TypeError`` for a non-tensor or another
+    dtype, ``ValueError`` for another shape."""
+    t = check_tensor(name, value, dtypes)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape [B, L] = {tuple(shape)}, got {tuple(t.shape)}")
+    return t
+
+
 def check_positive_int(name: str, value: object) -> int:
     """``TypeError`` for a non-int (bools included), ``ValueError`` for an int below 1."""
     if isinstance(value, bool) or not isinstance(value, int):

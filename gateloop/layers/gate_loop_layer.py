@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import INTEGER_DTYPES, check_choice, check_positive_int, check_tensor
+from gateloop._validation import INTEGER_DTYPES, check_choice, check_positive_int, check_rows, check_tensor
 from gateloop.layers.transitions import (
     MAGNITUDE_ACTIVATIONS,
     PHASE_ACTIVATIONS,
@@ -357,7 +357,11 @@ class GateLoop(nn.Module):
             )
         if state is not None:
             check_tensor("state", state)
-        mask = None if attention_mask is None else _check_row_mask("attention_mask", attention_mask, (B, L))
+        mask = (
+            None
+            if attention_mask is None
+            else check_rows("attention_mask", attention_mask, (B, L), (torch.bool,))
+        )
         starts = None if document_ids is None else _document_starts(document_ids, (B, L))
         if L == 1 and mask is None and cu_seqlens is None:  # one token: a start at 0 changes nothing
             y, new_state = self.step(x[:, 0], state)
@@ -421,22 +425,12 @@ class GateLoop(nn.Module):
         )
 
 
-def _check_row_mask(name: str, mask: object, shape: tuple[int, int]) -> Tensor:
-    """A bool [B, L] padding mask: TypeError for a non-tensor or another dtype, ValueError for a shape."""
-    mask = check_tensor(name, mask, (torch.bool,))
-    if tuple(mask.shape) != shape:
-        raise ValueError(f"{name} must have shape [B, L] = {shape}, got {tuple(mask.shape)}")
-    return mask
-
-
 def _document_starts(document_ids: object, shape: tuple[int, int]) -> Tensor:
     """Bool [B, L]: True at the first token of every document but a row's first (the state restarts).
 
     ``document_ids`` must be an integer tensor [B, L] (TypeError otherwise; ValueError for a shape).
     """
-    ids = check_tensor("document_ids", document_ids, INTEGER_DTYPES)
-    if tuple(ids.shape) != shape:
-        raise ValueError(f"document_ids must have shape [B, L] = {shape}, got {tuple(ids.shape)}")
+    ids = check_rows("document_ids", document_ids, shape, INTEGER_DTYPES)
     starts = torch.zeros_like(ids, dtype=torch.bool)
     starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
     return starts

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import INTEGER_DTYPES, check_positive_int, check_tensor
+from gateloop._validation import INTEGER_DTYPES, check_positive_int, check_rows, check_tensor
 from gateloop.ops.varlen import check_cu_seqlens, document_ids_from_cu_seqlens
 
 KV_CACHE_KEYS = ("k", "v", "valid", "next_pos")
@@ -152,15 +152,9 @@ class CausalSelfAttention(nn.Module):
             document_ids = document_ids_from_cu_seqlens(check_cu_seqlens(cu_seqlens, x), L)
         valid = torch.ones(B, L, dtype=torch.bool, device=x.device)
         if attention_mask is not None:
-            valid = check_tensor("attention_mask", attention_mask, (torch.bool,))
-            if tuple(valid.shape) != (B, L):
-                raise ValueError(
-                    f"attention_mask must have shape [B, L] = {(B, L)}, got {tuple(valid.shape)}"
-                )
+            valid = check_rows("attention_mask", attention_mask, (B, L), (torch.bool,))
         if document_ids is not None:
-            ids = check_tensor("document_ids", document_ids, INTEGER_DTYPES)
-            if tuple(ids.shape) != (B, L):
-                raise ValueError(f"document_ids must have shape [B, L] = {(B, L)}, got {tuple(ids.shape)}")
+            check_rows("document_ids", document_ids, (B, L), INTEGER_DTYPES)
         if state is not None:
             _check_kv_cache(state, B)
             if document_ids is not None:

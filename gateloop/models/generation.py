@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from gateloop._validation import INTEGER_DTYPES, check_tensor
+from gateloop._validation import INTEGER_DTYPES, check_rows, check_tensor
 
 if TYPE_CHECKING:
     from gateloop.models.base import CausalModel
@@ -140,9 +140,7 @@ def last_real_positions(attention_mask: Tensor | None, shape: tuple[int, int]) -
     naming the row. One host sync per call (the all-padding check)."""
     if attention_mask is None:
         return None
-    mask = check_tensor("attention_mask", attention_mask, (torch.bool,))
-    if tuple(mask.shape) != shape:
-        raise ValueError(f"attention_mask must have shape [B, L] = {shape}, got {tuple(mask.shape)}")
+    mask = check_rows("attention_mask", attention_mask, shape, (torch.bool,))
     empty = ~mask.any(dim=1)  # (B,)
     if bool(empty.any()):
         rows = empty.nonzero().flatten().tolist()
