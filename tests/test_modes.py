@@ -11,15 +11,9 @@ from torch.utils._pytree import tree_leaves
 
 from gateloop import gate_loop
 
-from helpers import compare, make_problem, run_mode, run_reference
+from helpers import TOL_F32, TOL_F64, compare, make_problem, run_mode, run_reference
 
 LINEAR_MODES = ("chunk", "recurrent", "scan", "attention")
-
-# Tolerances on relative RMS error (rms(ref - out) / rms(ref)).
-TOL_F64 = 1e-10
-# float32: ~1e-6 typical; the bound covers sums over 257 steps of 64x64 states and the
-# factorised chunk decays (relative error <= 2 * 60 * eps32 = 7e-6 per term)
-TOL_F32 = 1e-4
 
 GRID = [
     pytest.param(

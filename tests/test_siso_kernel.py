@@ -15,10 +15,7 @@ from gateloop import gate_loop
 from gateloop.ops import siso_fused
 from gateloop.ops._extension import load_extension
 
-from helpers import compare, make_problem, pure_pytorch, run_mode, run_reference
-
-TOL_F64 = 1e-10
-TOL_F32 = 1e-4  # relative RMS, as in test_modes.py
+from helpers import TOL_F32, TOL_F64, compare, make_problem, pure_pytorch, run_mode, run_reference
 
 PATHS = ("chunk", "chunk-pytorch")  # fused kernel, pure-PyTorch chunked form
 

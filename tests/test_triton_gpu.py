@@ -8,7 +8,7 @@ import torch
 
 from gateloop import gate_loop
 
-from helpers import Problem, _collect, _leaves, compare, make_problem, run_reference
+from helpers import TOL_F32, Problem, _collect, _leaves, compare, make_problem, run_reference
 
 pytestmark = [
     pytest.mark.gpu,
@@ -16,8 +16,6 @@ pytestmark = [
 ]
 pytest.importorskip("triton")
 pytest.importorskip("fla")
-
-TOL_F32 = 1e-4
 
 
 def _run_cuda(p: Problem, backend: str) -> dict[str, torch.Tensor]:

@@ -11,10 +11,9 @@ from torch import Tensor
 
 from gateloop import gate_loop, gate_loop_naive
 
-from helpers import Problem, _collect, _leaves, compare, make_problem
+from helpers import TOL_F32, Problem, _collect, _leaves, compare, make_problem
 
 OFFSETS = [0, 5, 70, 130]
-TOL_F32 = 1e-4
 
 
 def varlen_problem(d: int, *, per_head: bool = False, with_h0: bool = True, seed: int = 0) -> Problem:

@@ -65,7 +65,7 @@ class SetAside(NamedTuple):
     v: Tensor  # r(B L H dv), non-finite elements -> 0
     transitions: Transitions  # bad log a -> 0 (a = 1), bad a -> 1
     y_poison: Tensor  # r(B L H dv): NaN where y depends on a removed value, else -0.0
-    state_poison: Tensor  # c(B H 1 dv): the same for the final state (every key row)
+    state_poison: Tensor  # r(B H 1 dv): the same for both parts of the final state (every key row)
 
 
 def _zero_bad(t: Tensor, ok: Tensor, fill: float = 0.0) -> Tensor:
@@ -103,8 +103,17 @@ def set_aside(q: Tensor, k: Tensor, v: Tensor, transitions: Transitions) -> SetA
         v=_zero_bad(v, v_ok),
         transitions=clean,
         y_poison=y_poison,
-        state_poison=torch.complex(state_poison, state_poison),  # both parts of the complex state
+        state_poison=state_poison,
     )
+
+
+def _poison_state(final: Tensor, poison: Tensor) -> Tensor:
+    """c(B H dk dv) final state plus r(B H 1 dv) poison in both parts.
+
+    Part by part rather than ``final + complex(poison, poison)``: inductor lowers a complex add
+    through a real view that fails on the broadcast key dim (torch 2.13).
+    """
+    return torch.complex(final.real + poison, final.imag + poison)
 
 
 def causal_nonfinite(mode: ModeFn) -> ModeFn:
@@ -118,7 +127,7 @@ def causal_nonfinite(mode: ModeFn) -> ModeFn:
         out = mode(aside.q, aside.k, aside.v, aside.transitions, **kwargs)
         if isinstance(out, tuple):
             y, final = out
-            return y + aside.y_poison, (None if final is None else final + aside.state_poison)
+            return y + aside.y_poison, (None if final is None else _poison_state(final, aside.state_poison))
         return out + aside.y_poison
 
     return wrapper  # type: ignore[return-value]

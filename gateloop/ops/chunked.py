@@ -27,8 +27,10 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._chunking import DEFAULT_CHUNK_SIZE, from_chunks, safe_range, to_chunks
+from gateloop.ops._doubled_keys import double_keys, realify
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 from gateloop.ops._nonfinite import causal_nonfinite
+from gateloop.ops._unsafe_chunks import exact_unsafe_scores_op, with_exact_unsafe_scores
 
 
 class _ChunkLogs(NamedTuple):
@@ -48,61 +50,11 @@ class _DecayedQK(NamedTuple):
     doubled: bool  # dk' = 2dk ([real; imaginary] halves), or dk when q, k and a are all real
 
 
-def _realify(q: Tensor, k: Tensor, phase_cum: Tensor | None) -> tuple[Tensor, Tensor, bool]:
-    """(q', k') with q'·k' = Re(q e^{iΦ_n} · k e^{-iΦ_m}); doubled only when something rotates."""
-    if phase_cum is None and not q.is_complex() and not k.is_complex():
-        return q, k, False
-    if not q.is_complex() and not k.is_complex():
-        # real q, k: [q cos Φ, -q sin Φ] in real arithmetic (PyTorch's complex kernels are ~4x
-        # slower on CPU, forward and backward)
-        cos, msin = torch.cos(phase_cum), -torch.sin(phase_cum)  # (..., c, dk|1)
-        q2 = torch.cat([q * cos, q * msin], dim=-1)  # (B, H, N, c, 2dk)
-        k2 = torch.cat([k * cos, k * msin], dim=-1)  # (B, H, N, c, 2dk)
-        return q2, k2, True
-    cdtype = complex_dtype_of(q.real.dtype if q.is_complex() else q.dtype)
-    if phase_cum is None:
-        rot = torch.ones((), dtype=cdtype, device=q.device)
-    else:
-        rot = torch.complex(torch.cos(phase_cum), torch.sin(phase_cum))  # (..., c, d): e^{iΦ}
-    A = q.to(cdtype) * rot  # (B, H, N, c, dk)
-    Bk = k.to(cdtype) * rot.conj()  # (B, H, N, c, dk)
-    q2 = torch.cat([A.real, -A.imag], dim=-1)  # (B, H, N, c, 2dk)
-    k2 = torch.cat([Bk.real, Bk.imag], dim=-1)  # (B, H, N, c, 2dk)
-    return q2, k2, True
-
-
-def _double(t: Tensor, doubled: bool) -> Tensor:
-    """Repeat a per-key-dim tensor over the two halves of the doubled key (broadcast if d == 1)."""
-    if not doubled or t.shape[-1] == 1:
-        return t
-    return torch.cat([t, t], dim=-1)
-
-
 def _rotate_scale(t: Tensor, cos: Tensor | None, msin: Tensor | None, scale: Tensor) -> Tensor:
     """[t cos Φ · s, -t sin Φ · s] (the doubled key), or t · s when nothing rotates (real t)."""
     if cos is None or msin is None:
         return t * scale
     return torch.cat([t * (cos * scale), t * (msin * scale)], dim=-1)
-
-
-def _pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
-    """Exact diagonal-block scores Σ_d q'_nd k'_md e^{G_nd - G_md} for a batch of chunks.
-
-    q2, k2: (n, c, dk'); log_mag: (n, c, d). Returns (n, c, c), zero above the diagonal.
-    """
-    c = q2.shape[-2]
-    # why float64: a chunk lands here because its cumulative log-decay is large, exactly where a
-    # float32 difference G_n - G_m would cancel its leading digits (docs/numerics.md, 'Exact
-    # pairwise fallback')
-    G = torch.cumsum(log_mag.to(torch.float64), dim=-2)  # (n, c, d)
-    dG = G[:, :, None, :] - G[:, None, :, :]  # (n, c_n, c_m, d)
-    causal = torch.ones(c, c, dtype=torch.bool, device=q2.device).tril()[..., None]  # (c, c, 1)
-    dG = torch.where(causal, dG, torch.full_like(dG, float("-inf")))  # mask before exp
-    decay = torch.exp(dG).to(q2.dtype)  # (n, c, c, d); why the cast: each decay is <= 1, exact enough
-    if decay.shape[-1] == 1:
-        return (q2 @ k2.transpose(-1, -2)) * decay[..., 0]  # (n, c, c)
-    decay = _double(decay, doubled)  # (n, c, c, dk')
-    return torch.einsum("nid,njd,nijd->nij", q2, k2, decay)  # (n, c, c)
 
 
 def _chunk_local_logs(transitions: Transitions, c: int) -> _ChunkLogs:
@@ -124,8 +76,8 @@ def _decayed_qk(
     # those chunks' scores are replaced by exact ones, so the clamped values never reach the output
     e_inc = torch.exp((-G).clamp(max=limit))  # (B, H, N, c, d)
     if qc.is_complex() or kc.is_complex():
-        q2, k2, doubled = _realify(qc, kc, Phi)  # (B, H, N, c, dk')
-        q_dec, k_end, k_inc = (t * _double(e, doubled) for t, e in ((q2, e_q), (k2, e_end), (k2, e_inc)))
+        q2, k2, doubled = realify(qc, kc, Phi)  # (B, H, N, c, dk')
+        q_dec, k_end, k_inc = (t * double_keys(e, doubled) for t, e in ((q2, e_q), (k2, e_end), (k2, e_inc)))
         return _DecayedQK(q_dec, k_end, k_inc, doubled)
     # the decays folded into the rotation at the (undoubled) key width: q' e^{G_n} =
     # [q cos Φ e^{G}, -q sin Φ e^{G}], one full-width pass per output instead of three
@@ -145,25 +97,13 @@ def _intra_chunk_scores(dec: _DecayedQK, qc: Tensor, kc: Tensor, logs: _ChunkLog
     c = qc.shape[-2]
     unsafe = (-logs.G).amax(dim=(-2, -1)) > limit  # (B, H, N)
     scores = dec.q_dec @ dec.k_inc.transpose(-1, -2)  # (B, H, N, c, c)
-    if bool(unsafe.any()):
-        scores = _with_exact_unsafe_scores(scores, unsafe, qc, kc, logs, dec.doubled)  # (B, H, N, c, c)
+    if torch.compiler.is_compiling():
+        # which chunks need the exact path is data: one opaque op keeps the graph whole
+        scores = exact_unsafe_scores_op(scores, unsafe, qc, kc, logs.lc, logs.Phi, dec.doubled)
+    elif bool(unsafe.any()):
+        scores = with_exact_unsafe_scores(scores, unsafe, qc, kc, logs.lc, logs.Phi, dec.doubled)
     causal = torch.ones(c, c, dtype=torch.bool, device=qc.device).tril()  # (c, c): n >= m
     return torch.where(causal, scores, torch.zeros((), dtype=scores.dtype, device=qc.device))
-
-
-def _with_exact_unsafe_scores(
-    scores: Tensor, unsafe: Tensor, qc: Tensor, kc: Tensor, logs: _ChunkLogs, doubled: bool
-) -> Tensor:
-    """``scores`` (B, H, N, c, c) with the unsafe chunks' blocks recomputed by ``_pairwise_scores``."""
-    B, H, N, c, _ = scores.shape
-    idx = unsafe.flatten().nonzero().squeeze(1)  # (n_unsafe,)
-
-    def rows(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.flatten(0, 2).index_select(0, idx)  # (n_unsafe, c, ...)
-
-    q2_u, k2_u, _ = _realify(rows(qc), rows(kc), rows(logs.Phi))  # type: ignore[arg-type]
-    exact = _pairwise_scores(q2_u, k2_u, rows(logs.lc), doubled)  # type: ignore[arg-type]  # (n_unsafe, c, c)
-    return scores.flatten(0, 2).index_copy(0, idx, exact).view(B, H, N, c, c)
 
 
 def _initial_real_state(initial_state: Tensor | None, doubled: bool, like: Tensor) -> Tensor:
@@ -185,7 +125,7 @@ def _carried_states(
     """
     dk = dec.q_dec.shape[-1] // 2 if dec.doubled else dec.q_dec.shape[-1]
     chunk_kv = dec.k_end.transpose(-1, -2) @ vc  # (B, H, N, dk', dv): Σ_m (k' e^{G_T - G_m})ᵀ v_m
-    chunk_decay = _double(torch.exp(G_last), dec.doubled).transpose(-1, -2)  # (B, H, N, dk'|1, 1)
+    chunk_decay = double_keys(torch.exp(G_last), dec.doubled).transpose(-1, -2)  # (B, H, N, dk'|1, 1)
     if dec.doubled:
         # the rotation over the whole chunk, e^{iΦ_T} (identity when only q or k is complex)
         last_phase = Phi[..., -1, :] if Phi is not None else torch.zeros_like(G_last[..., 0, :])  # (B,H,N,d)

@@ -47,6 +47,27 @@ def _unrows(rows: Tensor, like: Tensor) -> Tensor:
     return rows.view(B, N, H, c).permute(0, 1, 3, 2)
 
 
+def _exact_rows(unsafe: Tensor) -> tuple[Tensor, Tensor | None] | None:
+    """Which rows (chunks of ``_rows``) take the exact scan: (idx, keep), or None for none.
+
+    Eager: the unsafe rows only, keep = None (one host check; they are rare). Compiled: every row,
+    with keep = the unsafe mask applied by ``_replace_rows``, since dynamo cannot branch on data;
+    the exact scan is element-wise, so running it on every chunk costs O(B L H log c).
+    """
+    flat = unsafe.flatten()  # (B·N·H,)
+    if torch.compiler.is_compiling():
+        return torch.arange(flat.numel(), device=flat.device), flat
+    return (flat.nonzero().squeeze(1), None) if bool(flat.any()) else None
+
+
+def _replace_rows(rows: Tensor, idx: Tensor, new: Tensor, keep: Tensor | None) -> Tensor:
+    """``rows`` with rows ``idx`` set to ``new`` (where ``keep``, when given)."""
+    if keep is not None:
+        keep = keep.view(-1, *([1] * (new.dim() - 1)))  # (n, 1, ...)
+        new = torch.where(keep, new, rows.index_select(0, idx))
+    return rows.index_copy(0, idx, new)
+
+
 def _parts(t: Tensor) -> tuple[Tensor, Tensor | None]:
     """(real part, imaginary part or None) of a real or complex tensor."""
     return (t.real, t.imag) if t.is_complex() else (t, None)
@@ -96,9 +117,10 @@ def gate_loop_siso_chunked(
 
     # states at chunk ends from a zero start: h_loc_T = e^{G_T + iΦ_T} C_T
     unsafe = (-G).amax(dim=2) > limit  # (B, N, H)
-    idx = unsafe.flatten().nonzero().squeeze(1) if bool(unsafe.any()) else None
+    exact_rows = _exact_rows(unsafe)
     exact = None
-    if idx is not None:
+    if exact_rows is not None:
+        idx, keep = exact_rows
         l_u = _rows(lc).index_select(0, idx)  # (n_unsafe, c)
         if pc is None:
             a_u = torch.exp(l_u).to(x.dtype)
@@ -112,7 +134,7 @@ def gate_loop_siso_chunked(
     C_end = torch.complex(Cr[:, :, -1], Ci[:, :, -1] if Ci is not None else torch.zeros_like(G_end))
     local_end = chunk_a * C_end  # (B, N, H)
     if exact is not None:
-        local_end = local_end.flatten().index_copy(0, idx, exact[:, -1].to(cdtype)).view(B, N, H)
+        local_end = _replace_rows(local_end.flatten(), idx, exact[:, -1].to(cdtype), keep).view(B, N, H)
     prefix, ends = associative_scan_linear(chunk_a, local_end, dim=1)  # (B, N, H) states at chunk ends
     if initial_state is not None:
         h0 = initial_state[..., 0, 0]  # (B, H)
@@ -139,9 +161,9 @@ def gate_loop_siso_chunked(
             torch.exp(torch.complex(G, Phi if Phi is not None else torch.zeros_like(G))) * starts[:, :, None]
         )
         h_exact = exact.to(cdtype) + _rows(carried).index_select(0, idx)  # (n_unsafe, c)
-        hr = _unrows(_rows(hr).index_copy(0, idx, h_exact.real), hr)
+        hr = _unrows(_replace_rows(_rows(hr), idx, h_exact.real, keep), hr)
         if hi is not None:
-            hi = _unrows(_rows(hi).index_copy(0, idx, h_exact.imag), hi)
+            hi = _unrows(_replace_rows(_rows(hi), idx, h_exact.imag, keep), hi)
 
     y = qr * hr if hi is None else qr * hr - qi * hi  # Re(q h)
     y = (y * scale).reshape(B, -1, H)[:, :L, :, None]  # (B, L, H, 1)
