@@ -57,6 +57,40 @@ def test_logits_and_loss_equal_our_model(config_cls, hf_config_cls, hf_cls) -> N
     assert model(ids, logits_to_keep=1).logits.shape == (2, 1, 97)
 
 
+@pytest.mark.parametrize(("config_cls", "hf_config_cls", "hf_cls"), PAIRS)
+def test_activation_checkpointing_enable_recomputes_blocks_with_equal_gradients(
+    config_cls, hf_config_cls, hf_cls
+) -> None:
+    """transformers' activation_checkpointing_enable (every_n_layers too) and _disable drive our
+    per-block checkpointing: each checkpointed block runs twice per step, gradients are unchanged."""
+    model, native = _hf_model(config_cls, hf_config_cls, hf_cls, n_layer=4)
+    model.train()
+    ids = torch.randint(0, 97, (2, 13))
+    calls = [0] * len(native.blocks)
+    for i, block in enumerate(native.blocks):  # (the recomputation calls block.forward, not the hooks)
+        block.time_mixing.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+
+    def step() -> list[torch.Tensor]:
+        model.zero_grad()
+        calls[:] = [0] * len(calls)
+        model(ids, labels=ids).loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = step()
+    assert calls == [1, 1, 1, 1] and not model.is_activation_checkpointing
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    for got, want in zip(step(), plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    assert calls == [2, 2, 2, 2]
+    model.activation_checkpointing_enable(every_n_layers=2)
+    step()
+    assert calls == [2, 1, 2, 1]
+    model.activation_checkpointing_disable()
+    step()
+    assert calls == [1, 1, 1, 1] and not model.is_activation_checkpointing
+
+
 def test_every_gateloop_option_survives_the_hf_config(tmp_path) -> None:
     config = GateLoopConfig.tiny(
         magnitude_activation="exp_exp",
@@ -169,13 +203,15 @@ def test_save_then_auto_model_round_trip_and_bf16(tmp_path, config_cls, hf_confi
     assert (logits - model(ids).logits).abs().max() < 0.1 * model(ids).logits.abs().max()
 
 
-def _fake_run(tmp_path: Path, model) -> Path:
-    """A run directory as `gateloop train lm` leaves it (config.json, final/) over a BPE dataset."""
+def _fake_run(tmp_path: Path, model, tokenizer=None) -> Path:
+    """A run directory as `gateloop train lm` leaves it (config.json, final/) over a dataset made
+    with ``tokenizer`` (default: a BPE of 300 ids trained here)."""
     data = tmp_path / "data"
     data.mkdir()
-    docs = [p.read_text() for p in sorted(SOTU.glob("*.txt"))[:3]]
-    tokenizer = BPETokenizer.train(docs, 300)
-    (data / "tokenizer.json").write_text(tokenizer.to_json())
+    if tokenizer is None:
+        docs = [p.read_text() for p in sorted(SOTU.glob("*.txt"))[:3]]
+        tokenizer = BPETokenizer.train(docs, 300)
+        (data / "tokenizer.json").write_text(tokenizer.to_json())
     run = tmp_path / "run"
     model.save_pretrained(run / "final")
     config = {
@@ -220,6 +256,48 @@ def test_convert_run_to_hf_and_back_bit_identical(tmp_path, native_cls) -> None:
         native_cls.from_pretrained(hf_to_native(tmp_path / "saved", tmp_path / "back2")).config
         == native.config
     )
+
+
+TOKENIZER_TEXTS = [
+    "Fellow-Citizens of the Senate and House of Representatives",
+    "  leading spaces,\ttabs and\nnew lines\n\n",
+    "Ünïcödé — 日本語 🙂 it's we'll 12345 3.14",
+]
+
+
+def _gpt2_or_skip():
+    from gateloop.data.tokenizers import GPT2Tokenizer
+
+    try:
+        return GPT2Tokenizer(try_hub=False)
+    except (RuntimeError, OSError) as exc:  # no registry access to fetch the ranks file
+        pytest.skip(f"GPT-2 ranks unavailable: {exc}")
+
+
+@pytest.mark.parametrize("name", ["bytes", "gpt2"])
+def test_converted_bytes_and_gpt2_runs_carry_an_equal_tokenizer(tmp_path, name) -> None:
+    """AutoTokenizer on the converted directory gives our ids (and decodes back), offline."""
+    from gateloop.data.tokenizers import ByteTokenizer
+
+    ours = ByteTokenizer() if name == "bytes" else _gpt2_or_skip()
+    native = GateLoopLM(GateLoopConfig.tiny(vocab_size=ours.vocab_size, d_model=8, n_head=2)).eval()
+    hf_dir = native_to_hf(_fake_run(tmp_path, native, ours), tmp_path / "hf")
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    assert len(tokenizer) == ours.vocab_size and tokenizer.eos_token_id == ours.eot_id
+    for text in TOKENIZER_TEXTS:
+        ids = tokenizer(text)["input_ids"]
+        assert ids == ours.encode(text), text
+        assert tokenizer.decode(ids) == text
+    assert tokenizer("a<|endoftext|>")["input_ids"][-1] == ours.eot_id  # HF's special-token rule
+
+
+def test_convert_refuses_a_model_whose_vocab_is_not_its_tokenizers(tmp_path) -> None:
+    from gateloop.data.tokenizers import ByteTokenizer
+
+    native = GateLoopLM(GateLoopConfig.tiny(vocab_size=300))
+    with pytest.raises(ValueError, match=r"vocab_size 300, but its run's tokenizer \(bytes\) has 257"):
+        native_to_hf(_fake_run(tmp_path, native, ByteTokenizer()), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_bad_directories_and_versions_are_named(tmp_path) -> None:

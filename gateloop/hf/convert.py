@@ -54,9 +54,11 @@ def resolve_model_dir(source: str | Path) -> tuple[Path, Path | None]:
 def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True) -> Path:
     """Write the Hugging Face form of a gateloop run / checkpoint ``source`` into ``out``.
 
-    With ``tokenizer`` and a run whose dataset used our BPE, its tokenizer goes beside the model;
-    the config records the run's tokenizer spec as ``gateloop_tokenizer`` and its end-of-text id
-    as ``eos_token_id`` / ``pad_token_id``. Returns ``out``.
+    With ``tokenizer`` and a language-model run, the run's tokenizer (bpe, gpt2 or bytes) goes
+    beside the model as tokenizer.json (a warning, and the model alone, if it cannot be built); the
+    config records the run's tokenizer spec as ``gateloop_tokenizer`` and its end-of-text id as
+    ``eos_token_id`` / ``pad_token_id``. ValueError when the model's vocabulary is not the
+    tokenizer's. Returns ``out``.
     """
     from safetensors.torch import load_file, save_file
 
@@ -70,6 +72,11 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
         )
     native = NATIVE_CONFIGS[model_type].from_dict(saved)
     spec, dataset_dir = _run_tokenizer(run_dir)
+    if spec is not None and spec.get("vocab_size") != native.vocab_size:
+        raise ValueError(
+            f"{model_dir} has vocab_size {native.vocab_size}, but its run's tokenizer ({spec.get('name')}) "
+            f"has {spec.get('vocab_size')}: the model and the run's data do not belong together"
+        )
     extra: dict[str, Any] = {"architectures": [_architecture(model_type)]}
     if spec is not None:
         eot = spec.get("eot_id")
@@ -83,11 +90,11 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     hf_config.save_pretrained(str(out))
     write_auto_map(out, model_type)
     if tokenizer and spec is not None and dataset_dir is not None:
-        try:
-            from gateloop.hf.tokenizer import save_hf_tokenizer
+        from gateloop.hf.tokenizer import save_hf_tokenizer
 
+        try:
             save_hf_tokenizer(spec, dataset_dir, out)
-        except FileNotFoundError as e:
+        except OSError as e:  # the dataset's BPE file gone, GPT-2's ranks file unreachable
             warnings.warn(f"{e}; wrote the model without its tokenizer", RuntimeWarning, stacklevel=2)
     return out
 

@@ -7,11 +7,13 @@ so ``from_pretrained``, ``generate`` (greedy, sampling, top-k/top-p, beam search
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -19,6 +21,10 @@ from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
 from gateloop.models import GateLoopLM, TransformerLM
 from gateloop.models.base import CausalModel
+from gateloop.training.activation_checkpointing import (
+    apply_activation_checkpointing,
+    remove_activation_checkpointing,
+)
 
 # generate's options that only apply when sampling (do_sample=True)
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
@@ -29,7 +35,7 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
 
     native_model: ClassVar[type[CausalModel]] = CausalModel
     base_model_prefix = "model"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # per block, through training/activation_checkpointing.py
     _is_stateful = True  # a recurrent state cannot be rolled back (no assisted decoding)
     _no_split_modules: ClassVar[list[str]] = ["Block"]
 
@@ -51,6 +57,21 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
                     f"{cls.__name__} directory (expected model_type {cls.config_class.model_type!r})"
                 )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def _set_gradient_checkpointing(
+        self,
+        enable: bool = True,
+        gradient_checkpointing_func: Callable[..., Any] = checkpoint,
+        every_n_layers: int = 1,
+    ) -> None:
+        """What ``activation_checkpointing_enable`` / ``_disable`` call: our per-block checkpointing,
+        with transformers' checkpoint function (its kwargs, CPU offload) and ``every_n_layers``."""
+        if enable:
+            apply_activation_checkpointing(
+                self.model, checkpoint_fn=gradient_checkpointing_func, every_n_layers=every_n_layers
+            )
+        else:
+            remove_activation_checkpointing(self.model)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Nothing: our layers initialise themselves when built, and loading overwrites every weight."""
