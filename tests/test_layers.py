@@ -295,3 +295,24 @@ def test_attention_type_and_value_errors() -> None:
         attention(x[:1], state=cache)
     with pytest.raises(ValueError, match=r"state is missing KV cache entries \['next_pos'\]"):
         attention(x, state={k: v for k, v in cache.items() if k != "next_pos"})
+
+
+def test_attention_decode_step_makes_no_host_sync(monkeypatch) -> None:
+    """A cached step (padded prompt, a cache after a masked position) reads no tensor value on the
+    host: no bool(), item() or tolist() of a tensor, so GPU decoding is never stalled."""
+    torch.manual_seed(0)
+    attention = CausalSelfAttention(16, 2).eval()
+    mask = torch.tensor([[False, True, True], [True, True, True]])
+    x = torch.randn(2, 3, 16)
+    _, cache = attention(x, attention_mask=mask, return_state=True)
+    step = torch.randn(2, 1, 16)
+    expected, _ = attention(step, state=cache, return_state=True)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("host sync: a tensor's value was read during a decode step")
+
+    for name in ("__bool__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    y, cache = attention(step, state=cache, return_state=True)
+    monkeypatch.undo()
+    assert torch.equal(y, expected)

@@ -289,3 +289,35 @@ def test_transformer_inf_at_the_last_position_keeps_earlier_logits(padded: bool)
     mask[0, :3] = not padded  # a left-padded row takes the masked (non-causal-flag) attention path
     kwargs = {"attention_mask": mask} if padded else {}
     _assert_inf_in_last_token_stays_there(model, torch.randint(0, 97, (2, 40)), **kwargs)
+
+
+def test_transformer_decoding_after_a_nonfinite_prompt_token_matches_the_full_forward() -> None:
+    """The KV cache remembers that a key/value was non-finite (its stored copy is zeroed): every
+    later step is non-finite, as in the full forward, and the positions before it stay clean."""
+    from gateloop.models import TransformerConfig, TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig.tiny()).eval()
+    ids = torch.randint(0, 97, (2, 12))
+
+    def poison(module, args, out):  # row 0: an Inf at position 4 (prompt), row 1 stays clean
+        out = out.clone()
+        if out.shape[1] > 4:
+            out[0, 4, 0] = math.inf
+        return out
+
+    handle = model.embed.register_forward_hook(poison)
+    try:
+        with torch.no_grad():
+            full = model(ids)
+            _, state = model(ids[:, :8], return_state=True)
+            steps = []
+            for t in range(8, 12):
+                logits, state = model(ids[:, t : t + 1], state=state, return_state=True)
+                steps.append(logits)
+    finally:
+        handle.remove()
+    stepped = torch.cat(steps, dim=1)  # (2, 4, V)
+    assert torch.isfinite(full[0, :4]).all() and not torch.isfinite(full[0, 4:]).any(dim=-1).any()
+    assert not torch.isfinite(stepped[0]).all(dim=-1).any()  # every decoded logit row of row 0
+    torch.testing.assert_close(stepped[1], full[1, 8:], rtol=1e-5, atol=1e-5)

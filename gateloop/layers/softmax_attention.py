@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from gateloop._validation import INTEGER_DTYPES, check_positive_int, check_rows, check_tensor
 from gateloop.ops.varlen import check_cu_seqlens, document_ids_from_cu_seqlens
 
-KV_CACHE_KEYS = ("k", "v", "valid", "next_pos")
+KV_CACHE_KEYS = ("k", "v", "valid", "next_pos", "nonfinite")
 
 
 def rotary(x: Tensor, positions: Tensor, base: float) -> Tensor:
@@ -29,8 +29,10 @@ class CausalSelfAttention(nn.Module):
     """x [B, L, d_model] -> y [B, L, d_model] via ``scaled_dot_product_attention``.
 
     The cache (``state``) is a dict of batch-first tensors: ``k``, ``v`` [B, H, T, d] (rotated keys
-    and values), ``valid`` bool [B, T] (which cached positions are real tokens) and ``next_pos``
-    [B] (the next position per row); a step costs O(cached length).
+    and values), ``valid`` bool [B, T] (which cached positions are real tokens), ``next_pos``
+    [B] (the next position per row) and ``nonfinite`` bool [B, H] (a cached key or value was
+    NaN/Inf; its stored copy is zeroed, and every later query is NaN, as in one full forward). A
+    step costs O(cached length) and reads no tensor value on the host.
     """
 
     def __init__(
@@ -80,6 +82,12 @@ class CausalSelfAttention(nn.Module):
         start = state["next_pos"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
         positions = _rotary_positions(valid, start, document_ids)  # (B, L)
         q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
+        # (B, H, L) queries that see a NaN/Inf (None: none), and whether one was seen by the end (B, H)
+        poisoned, nonfinite = _nonfinite_queries(q, k, v, None if state is None else state["nonfinite"])
+        if poisoned is not None:
+            # a non-finite key or value would reach earlier queries through 0 * inf in the weighted
+            # sum: compute on finite inputs, then mark exactly the queries that see one
+            q, k, v = (torch.where(torch.isfinite(t), t, torch.zeros((), dtype=t.dtype)) for t in (q, k, v))
         past = 0
         valid_keys = valid
         if state is not None:
@@ -87,15 +95,8 @@ class CausalSelfAttention(nn.Module):
             k = torch.cat([state["k"], k], dim=2)  # (B, H, T, d)
             v = torch.cat([state["v"], v], dim=2)
             valid_keys = torch.cat([state["valid"], valid], dim=1)  # (B, T)
-        poisoned = _nonfinite_queries(q, k, v, past)  # (B, H, L) or None when all is finite
-        if poisoned is not None:
-            # a non-finite key or value would reach earlier queries through 0 * inf in the weighted
-            # sum: compute on finite inputs, then mark exactly the queries that see one
-            q, k, v = (torch.where(torch.isfinite(t), t, torch.zeros((), dtype=t.dtype)) for t in (q, k, v))
-        plain = (
-            attention_mask is None and document_ids is None and (state is None or bool(state["valid"].all()))
-        )
-        y = self._attend(q, k, v, past, None if plain and past == 0 else (valid_keys, document_ids))
+        plain = attention_mask is None and document_ids is None and past == 0  # no host sync
+        y = self._attend(q, k, v, past, None if plain else (valid_keys, document_ids))
         if poisoned is not None:
             y = torch.where(poisoned[..., None], torch.full((), float("nan"), dtype=y.dtype), y)
         y = self.out_proj(y.transpose(1, 2).reshape(B, L, D))
@@ -106,6 +107,7 @@ class CausalSelfAttention(nn.Module):
             "v": v,
             "valid": valid_keys,
             "next_pos": start + valid.long().sum(dim=1),
+            "nonfinite": nonfinite,
         }
         return y, new_state
 
@@ -176,16 +178,26 @@ def _rotary_positions(valid: Tensor, start: Tensor, document_ids: Tensor | None)
     return positions.clamp_min(0)
 
 
-def _nonfinite_queries(q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor | None:
-    """Which queries (B, H, L) see a NaN/Inf: their own q, or a key/value at or before them (the
-    causal mask hides later ones); None when everything is finite (one check, one host sync)."""
-    if not torch.compiler.is_compiling() and bool(
-        torch.isfinite(q).all() & torch.isfinite(k).all() & torch.isfinite(v).all()
-    ):
-        return None
-    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, T)
-    seen = torch.cummax(bad_key.to(torch.uint8), dim=-1).values.bool()[..., past:]  # (B, H, L)
-    return seen | ~torch.isfinite(q).all(-1)
+def _nonfinite_queries(
+    q: Tensor, k: Tensor, v: Tensor, carried: Tensor | None
+) -> tuple[Tensor | None, Tensor]:
+    """(Which queries (B, H, L) see a NaN/Inf, or None when none does; whether one was seen by the
+    last token (B, H)). A query sees its own q, and every key/value at or before it: this call's
+    (the causal mask hides later ones) and, through ``carried`` (B, H), the cache's.
+
+    Without a cache one check (one host sync) skips the masks when everything is finite; with a
+    cache (decoding) or under ``torch.compile`` the masks are always computed: no host sync per token.
+    """
+    B, H = q.shape[:2]
+    may_skip = carried is None and not torch.compiler.is_compiling()
+    if may_skip and bool(torch.isfinite(q).all() & torch.isfinite(k).all() & torch.isfinite(v).all()):
+        return None, torch.zeros(B, H, dtype=torch.bool, device=q.device)
+    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, L)
+    seen = torch.cummax(bad_key.to(torch.uint8), dim=-1).values.bool()  # (B, H, L)
+    if carried is not None:
+        seen = seen | carried[..., None]  # (B, H, L)
+    last = seen[..., -1] if seen.shape[-1] > 0 else torch.zeros(B, H, dtype=torch.bool, device=q.device)
+    return seen | ~torch.isfinite(q).all(-1), last
 
 
 def _check_kv_cache(state: object, batch: int) -> None:
