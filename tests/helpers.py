@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -21,6 +22,16 @@ TOL_F64 = 1e-10
 TOL_F32 = 1e-4
 
 
+def _log_error(name: str, err: float, tol: float) -> None:
+    """With $GATELOOP_ERROR_LOG set, append the measured error to that JSONL file (one line per
+    check, with the test's id): ``tests/error_table.py`` turns it into a table of worst errors."""
+    path = os.environ.get("GATELOOP_ERROR_LOG")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, "quantity": name, "error": err, "tolerance": tol}) + "\n")
+
+
 def rel_rms(ref: Tensor, out: Tensor) -> float:
     """rms(ref - out) / rms(ref), computed in float64 (complex tensors by modulus)."""
     ref = ref.detach().to(torch.complex128 if ref.is_complex() else torch.float64)
@@ -34,6 +45,7 @@ def assert_close(name: str, ref: Tensor, out: Tensor, tol: float) -> None:
     assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
     assert torch.isfinite(torch.view_as_real(out) if out.is_complex() else out).all(), f"{name}: non-finite"
     err = rel_rms(ref, out)
+    _log_error(name, err, tol)
     assert err <= tol, f"{name}: relative RMS error {err:.3e} > {tol:.0e}"
 
 

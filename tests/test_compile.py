@@ -12,12 +12,8 @@ from gateloop.models import GateLoopConfig, GateLoopLM
 from helpers import TOL_F32, TOL_F64, compare, make_problem, run_mode, run_reference
 
 
-@pytest.mark.slow
-def test_siso_model_compiles_fullgraph_on_its_first_call() -> None:
-    """The first call is the compiled one: the kernel's build/load is not traced (a constant to
-    dynamo) and the ids' range check does not break the graph."""
-    torch.manual_seed(0)
-    model = GateLoopLM(GateLoopConfig.tiny(n_head=32))  # d_qk = 32 over 32 heads: SISO
+def _assert_compiled_matches_eager(model: GateLoopLM) -> None:
+    """torch.compile(model, fullgraph=True): logits and every gradient equal eager's."""
     compiled = torch.compile(model, fullgraph=True)
     ids = torch.randint(0, 97, (2, 70))
     out = compiled(ids)
@@ -29,6 +25,15 @@ def test_siso_model_compiles_fullgraph_on_its_first_call() -> None:
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
     for g, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_siso_model_compiles_fullgraph_on_its_first_call() -> None:
+    """The first call is the compiled one: the kernel's build/load is not traced (a constant to
+    dynamo) and the ids' range check does not break the graph."""
+    torch.manual_seed(0)
+    model = GateLoopLM(GateLoopConfig.tiny(n_head=32))  # d_qk = 32 over 32 heads: SISO
+    _assert_compiled_matches_eager(model)
 
 
 @pytest.mark.slow
@@ -154,14 +159,4 @@ def test_multi_dim_model_compiles_fullgraph_with_wide_decay_chunks() -> None:
     forward and backward, and matches eager."""
     torch.manual_seed(0)
     model = GateLoopLM(GateLoopConfig.tiny(magnitude_init=(1e-6, 1e-5)))  # 4 heads of width 8
-    compiled = torch.compile(model, fullgraph=True)
-    ids = torch.randint(0, 97, (2, 70))
-    out = compiled(ids)
-    out.pow(2).mean().backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    eager = model(ids)
-    eager.pow(2).mean().backward()
-    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
-    for g, p in zip(grads, model.parameters(), strict=True):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    _assert_compiled_matches_eager(model)
