@@ -21,20 +21,25 @@ from torch.autograd.function import FunctionCtx
 from gateloop.ops._doubled_keys import double_keys, realify, realify_backward
 
 
-def pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
-    """Exact diagonal-block scores Σ_d q'_nd k'_md e^{G_nd - G_md} for a batch of chunks.
-
-    q2, k2: (n, c, dk'); log_mag: (n, c, d). Returns (n, c, c), zero above the diagonal.
-    """
-    c = q2.shape[-2]
+def _pairwise_decay(log_mag: Tensor, dtype: torch.dtype) -> Tensor:
+    """e^{G_n - G_m} for m <= n, 0 above the diagonal: (n, c, c, d) from log_mag (n, c, d)."""
+    c = log_mag.shape[-2]
     # why float64: a chunk lands here because its cumulative log-decay is large, exactly where a
     # float32 difference G_n - G_m would cancel its leading digits (docs/numerics.md, 'Exact
     # pairwise fallback')
     G = torch.cumsum(log_mag.to(torch.float64), dim=-2)  # (n, c, d)
     dG = G[:, :, None, :] - G[:, None, :, :]  # (n, c_n, c_m, d)
-    causal = torch.ones(c, c, dtype=torch.bool, device=q2.device).tril()[..., None]  # (c, c, 1)
+    causal = torch.ones(c, c, dtype=torch.bool, device=log_mag.device).tril()[..., None]  # (c, c, 1)
     dG = torch.where(causal, dG, torch.full_like(dG, float("-inf")))  # mask before exp
-    decay = torch.exp(dG).to(q2.dtype)  # (n, c, c, d); why the cast: each decay is <= 1, exact enough
+    return torch.exp(dG).to(dtype)  # why the cast: each decay is <= 1, exact enough in dtype
+
+
+def pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
+    """Exact diagonal-block scores Σ_d q'_nd k'_md e^{G_nd - G_md} for a batch of chunks.
+
+    q2, k2: (n, c, dk'); log_mag: (n, c, d). Returns (n, c, c), zero above the diagonal.
+    """
+    decay = _pairwise_decay(log_mag, q2.dtype)  # (n, c, c, d)
     if decay.shape[-1] == 1:
         return (q2 @ k2.transpose(-1, -2)) * decay[..., 0]  # (n, c, c)
     decay = double_keys(decay, doubled)  # (n, c, c, dk')
@@ -45,11 +50,7 @@ def pairwise_scores_backward(
     grad: Tensor, q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of ``pairwise_scores`` for (q2, k2, log_mag) given ``grad`` (n, c, c)."""
-    c = q2.shape[-2]
-    G = torch.cumsum(log_mag.to(torch.float64), dim=-2)  # (n, c, d): as in the forward
-    dG = G[:, :, None, :] - G[:, None, :, :]  # (n, c_n, c_m, d)
-    causal = torch.ones(c, c, dtype=torch.bool, device=q2.device).tril()[..., None]  # (c, c, 1)
-    decay = torch.exp(torch.where(causal, dG, torch.full_like(dG, float("-inf")))).to(q2.dtype)
+    decay = _pairwise_decay(log_mag, q2.dtype)  # (n, c, c, d): as in the forward
     if decay.shape[-1] == 1:
         g_dec = grad * decay[..., 0]  # (n, c, c)
         dq2, dk2 = g_dec @ k2, g_dec.transpose(-1, -2) @ q2  # (n, c, dk')
