@@ -68,10 +68,11 @@ def _tokenizer_object(spec: dict[str, Any], dataset_dir: Path) -> Any:
 def _byte_tokenizer(eot_id: int) -> Any:
     """UTF-8 bytes as ids 0-255, then ``<|endoftext|>`` (``eot_id``, 256)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    # the byte-level pre-tokenizer writes byte b as the printable symbol alphabet()[b] (GPT-2's
-    # bytes_to_unicode); a BPE without merges then maps each symbol to its byte's id
-    symbols = _bytes_to_unicode()
+    # the byte-level pre-tokenizer writes byte b as GPT-2's printable symbol bytes_to_unicode()[b];
+    # a BPE without merges then maps each symbol to its byte's id
+    symbols = bytes_to_unicode()
     vocab = {symbols[b]: b for b in range(256)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
@@ -80,17 +81,3 @@ def _byte_tokenizer(eot_id: int) -> Any:
     if tokenizer.token_to_id(EOT) != eot_id:
         raise ValueError(f"byte tokenizer: {EOT} got id {tokenizer.token_to_id(EOT)}, expected {eot_id}")
     return tokenizer
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable unicode symbols (the byte-level alphabet)."""
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)}
-    printable |= set(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
