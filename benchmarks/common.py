@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gateloop.machine import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # The shapes. M1: multi-head with per-key complex transitions; S2: the paper's LM layer
@@ -45,20 +47,11 @@ def environment() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "python": platform.python_version(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def header(title: str, env: dict[str, Any], extra: str = "") -> str:

@@ -249,6 +249,12 @@ def _ablations_parser(experiment: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, help="the task preset that sets the budget (default: cpu)")
     parser.add_argument("--out", type=Path, default=None, help="default: runs/ablations-TASK-PRESET")
     parser.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: write the report of the finished runs, naming the missing ones "
+        "(the grid also rewrites it after every run)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     presets = {f"{t.name} {name}": run for t in TASKS.values() for name, run in t.presets.items()}
     add_config_flags(parser, ConfigFields, presets, skip=DERIVED, aliases={"data.path": ["--data"]})

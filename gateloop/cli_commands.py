@@ -177,6 +177,7 @@ def experiment_ablations(args: argparse.Namespace, runtime: Runtime | None) -> i
         variants=parse_variants(args.variants),
         seeds=parse_seeds(args.seeds),
         resume=args.resume,
+        report_only=args.report,
         progress=not args.no_progress,
         runtime=runtime,
         name=name,

@@ -19,6 +19,7 @@ from gateloop.experiments.ablation_variants import VARIANTS, variant_model
 from gateloop.experiments.ablations import TASKS, ablation_runs, parse_variants, run_grid
 from gateloop.experiments.parameter_matching import non_embedding_parameters, total_parameters
 from gateloop.layers import GateLoop
+from gateloop.machine import cpu_name
 from gateloop.models import GateLoopConfig, TransformerConfig, TransformerLM
 
 TINY = [
@@ -93,6 +94,8 @@ def test_grid_report_interrupted_resume_and_changed_config(tmp_path, monkeypatch
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert grid(whole) == 0
     table = (whole / "results.md").read_text()
+    threads = torch.get_num_threads()  # what the runs record in config.json's resolved.threads
+    assert "Partial" not in table and f"Machine: {cpu_name()}; {threads} CPU thread(s) per run." in table
     assert "| `gateloop` |" in table and "| `transformer` |" in table and " ± " in table and "(n=2)" in table
     summary = json.loads((whole / "results.json").read_text())
     assert summary["aggregates"]["transformer"]["metrics"]["test_accuracy"]["n"] == 2
@@ -122,6 +125,20 @@ def test_grid_report_interrupted_resume_and_changed_config(tmp_path, monkeypatch
     stamps = {p: (p / "final" / "model.safetensors").stat().st_mtime_ns for p in finished}
     assert (killed / "gateloop" / "seed1" / "checkpoints").is_dir()
     assert not (killed / "gateloop" / "seed1" / "final").exists()
+
+    # the report of the finished runs was rewritten after each; --report rewrites it, trains nothing
+    partial = "**Partial: 2 of 4 runs finished**; missing: gateloop seed 1, transformer seed 1."
+    assert partial in (killed / "results.md").read_text()
+    (killed / "results.md").unlink()
+    assert grid(killed, "--report") == 0
+    assert partial in (killed / "results.md").read_text() and "| `transformer` |" in capsys.readouterr().out
+    assert not (killed / "transformer" / "seed1").exists()
+    assert not (killed / "gateloop" / "seed1" / "final").exists()
+    assert records(killed).keys() == {("gateloop", 0), ("transformer", 0)}
+    missing = json.loads((killed / "results.json").read_text())["missing"]
+    assert missing == [{"variant": "gateloop", "seed": 1}, {"variant": "transformer", "seed": 1}]
+    assert grid(tmp_path / "empty", "--report") == 1
+    assert "--report: no finished run of this grid" in capsys.readouterr().err
 
     # a changed config is refused, for a finished run and for an interrupted one
     assert grid(killed, "--resume", "--train.lr", "0.001") == 1

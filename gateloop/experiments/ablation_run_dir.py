@@ -11,6 +11,7 @@ from typing import Any
 from gateloop.experiments.ablation_tasks import AblationTask
 from gateloop.experiments.parameter_matching import count_non_embedding
 from gateloop.experiments.run_config import SECTIONS, RunConfig, model_class
+from gateloop.machine import cpu_name
 from gateloop.models import TransformerConfig
 from gateloop.models.base import CausalModel
 from gateloop.training import MetricsLogger, Runtime, read_run_config
@@ -78,6 +79,9 @@ def write_record(
         "n_head": getattr(run.model, "n_head", None),
         "steps": steps,
         "wall_time_s": wall_time_s,
+        # where the wall time was spent: metrics on another CPU model differ in the last digits
+        "threads": read_run_config(run_dir).get("resolved", {}).get("threads"),
+        "cpu": cpu_name(),
         "metrics": task.evaluate(model, run, shared),
     }
     atomic_write_text(run_dir / RECORD_NAME, json.dumps(record, indent=2) + "\n")

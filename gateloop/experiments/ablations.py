@@ -134,12 +134,16 @@ def run_grid(
     variants: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     resume: bool = False,
+    report_only: bool = False,
     progress: bool = True,
     runtime: Runtime | None = None,
     name: str = "custom",
 ) -> list[dict[str, Any]]:
-    """Train (or skip, or resume) every run of the grid, then write the report; returns the
-    per-run records in grid order (seed by seed, so that a stopped grid has whole seeds)."""
+    """Train (or skip, or resume) every run of the grid, seed by seed (so that a stopped grid has
+    whole seeds), rewriting the report after each; returns the per-run records in grid order.
+
+    With ``report_only`` nothing trains: the report covers the finished runs and names the rest.
+    """
     from gateloop.experiments.ablations_report import write_report
 
     task = get_task(task_name)
@@ -147,16 +151,20 @@ def run_grid(
     variants, seeds = list(variants or task.variants), list(seeds or task.seeds)
     runs = ablation_runs(task, base, overrides or {}, variants, seeds)
     shared = task.load(next(iter(runs.values())))
-    records = []
-    for seed in seeds:
-        for variant in variants:
-            run_dir = run_dir_of(out_dir, variant, seed)
-            run = runs[variant, seed]
-            records.append(
-                run_one(
-                    task, variant, run, run_dir, shared, resume=resume, progress=progress, runtime=runtime
-                )
-            )
+    resume = resume or report_only  # report_only reaches finished runs only, which resume skips
+    order = [(variant, seed) for seed in seeds for variant in variants]
+    records: list[dict[str, Any]] = []
+    for i, (variant, seed) in enumerate(order):
+        run, run_dir = runs[variant, seed], run_dir_of(out_dir, variant, seed)
+        if report_only and not is_finished(task, run_dir):
+            continue
+        records.append(
+            run_one(task, variant, run, run_dir, shared, resume=resume, progress=progress, runtime=runtime)
+        )
+        if runtime.is_main and not report_only and i < len(order) - 1:
+            write_report(task, runs, records, Path(out_dir), name=name, quiet=True)
+    if report_only and not records:
+        raise ValueError(f"--report: no finished run of this grid under {out_dir} (train it first)")
     if runtime.is_main:
         write_report(task, runs, records, Path(out_dir), name=name)
     return records

@@ -77,8 +77,10 @@ def write_report(
     out_dir: Path,
     *,
     name: str,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """results.md, results.json and ablations.png in ``out_dir``; returns the JSON summary."""
+    """results.md, results.json and ablations.png in ``out_dir`` (the table printed unless
+    ``quiet``); returns the JSON summary. Runs of ``runs`` without a record are named as missing."""
     from gateloop.plots import plot_ablation_bars
 
     headline = task.metrics[0]
@@ -90,7 +92,10 @@ def write_report(
         title=f"Ablations, {task.name} (preset {name})\n{headline.label}: mean ± sample std over seeds",
     )
     base = next(iter(runs.values()))
-    lines = _header(task, base, name, aggregates) + table_lines(task, aggregates) + _footer(aggregates, plot)
+    done = {(r["variant"], r["seed"]) for r in records}
+    missing = [key for key in sorted(runs, key=lambda key: key[1]) if key not in done]  # grid order
+    lines = _header(task, base, name, aggregates, records, missing)
+    lines += table_lines(task, aggregates) + _footer(aggregates, plot)
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     summary = {
         "task": task.name,
@@ -103,18 +108,28 @@ def write_report(
         },
         "aggregates": aggregates,
         "runs": list(records),
+        "missing": [{"variant": v, "seed": seed} for v, seed in missing],
     }
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if quiet:
+        return summary
     print("\n".join(lines))
     print(f"\n[ablations] wrote {(out_dir / 'results.md').resolve()}, results.json and {plot.name}")
     return summary
 
 
-def _header(task: AblationTask, base: Any, name: str, aggregates: Mapping[str, dict[str, Any]]) -> list[str]:
+def _header(
+    task: AblationTask,
+    base: Any,
+    name: str,
+    aggregates: Mapping[str, dict[str, Any]],
+    records: Sequence[dict[str, Any]],
+    missing: Sequence[tuple[str, int]],
+) -> list[str]:
     train = base.train
     steps = sorted({a["steps"] for a in aggregates.values()})
     counts = [a["non_embedding_parameters"] for a in aggregates.values()]
-    return [
+    lines = [
         f"# Ablations: {task.name}, preset `{name}`",
         "",
         f"Every variant trains with the same budget: {'/'.join(map(str, steps))} steps of batch "
@@ -123,7 +138,21 @@ def _header(task: AblationTask, base: Any, name: str, aggregates: Mapping[str, d
         "Parameter counts are matched by the FFN width: the non-embedding counts (blocks and final norm) "
         f"are within {100 * spread(counts):.2f} % of each other.",
         "",
+        f"Machine: {_distinct(records, 'cpu')}; {_distinct(records, 'threads')} CPU thread(s) per run.",
+        "",
     ]
+    if missing:
+        names = ", ".join(f"{v} seed {seed}" for v, seed in missing)
+        lines += [
+            f"**Partial: {len(records)} of {len(records) + len(missing)} runs finished**; missing: {names}.",
+            "",
+        ]
+    return lines
+
+
+def _distinct(records: Sequence[dict[str, Any]], key: str) -> str:
+    """The values of ``key`` over the records, joined ("unrecorded" for records made before it)."""
+    return " / ".join(sorted({str(r.get(key) or "unrecorded") for r in records}))
 
 
 def _footer(aggregates: Mapping[str, dict[str, Any]], plot: Path) -> list[str]:
