@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -332,20 +334,43 @@ def _data_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     prep.add_argument("--no-progress", action="store_true")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, torchrun, a scheduler), raised where the process is, so that a command
+    stops as Ctrl-C stops it: a training run keeps its last checkpoint and an ablation grid counts
+    the run's time."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; an error ends in one line on stderr and exit status 1 (2 for bad usage),
-    with the traceback only under ``--debug`` or ``GATELOOP_DEBUG=1``."""
+    with the traceback only under ``--debug`` or ``GATELOOP_DEBUG=1``; Ctrl-C ends in 130, SIGTERM
+    in 143 (128 + the signal, the shells' convention)."""
     args = build_parser().parse_args(argv)
+    # signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _main(args)
+    finally:
+        if in_main_thread:  # None: a handler not set from Python, the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.debug or os.environ.get("GATELOOP_DEBUG", "") not in ("", "0"):
         return _run(args)
     try:
         return _run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(
-            "gateloop: interrupted (a training run continues from its last checkpoint with --resume)",
+            f"gateloop: {stopped} (a training run continues from its last checkpoint with --resume)",
             file=sys.stderr,
         )
-        return 130
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except Exception as e:  # every failure a person can act on ends here, as one message
         message = str(e) or type(e).__name__
         print(

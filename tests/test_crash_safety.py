@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -144,3 +146,26 @@ def test_corrupt_config_json_is_named(tmp_path) -> None:
     (tmp_path / "config.json").write_text('{"task": "memory-hori')
     with pytest.raises(ValueError, match=r"config\.json is corrupt, not valid JSON"):
         read_run_config(tmp_path)
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path) -> None:
+    """`kill PID` mid-run: exit 143 with one line, the checkpoint kept and the grid's run time
+    counted (an uncaught SIGTERM would lose it); the unfinished run is not in a --report."""
+    out = tmp_path / "grid"
+    argv = [sys.executable, "-m", "gateloop", "experiment", "ablations", "--task", "memory-horizon"]
+    argv += ["--variants", "gateloop", "--seeds", "0", "--out", str(out), "--no-progress", "--threads", "1"]
+    argv += ["--data.seq-len", "16", "--data.num-train", "8", "--data.num-test", "4", "--model.n-layer", "1"]
+    argv += ["--train.batch-size", "4", "--train.warmup-steps", "1", "--train.checkpoint-every", "2"]
+    run_dir = out / "gateloop" / "seed0"
+    with subprocess.Popen([*argv, "--train.max-steps", "100000"], stderr=subprocess.PIPE, text=True) as job:
+        while not (run_dir / "checkpoints").is_dir() or not checkpoint_dirs(run_dir):
+            assert job.poll() is None, job.stderr.read() if job.stderr else ""
+            time.sleep(0.05)
+        job.send_signal(signal.SIGTERM)
+        _, err = job.communicate(timeout=60)
+    assert job.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("gateloop: terminated (a training run continues")
+    assert json.loads((run_dir / "wall_time.json").read_text())["seconds"] > 0
+    assert not (run_dir / "final").exists()
+    report = subprocess.run([*argv, "--train.max-steps", "100000", "--report"], capture_output=True)
+    assert report.returncode == 1 and b"no finished run" in report.stderr
