@@ -127,7 +127,7 @@ def test_grid_report_interrupted_resume_and_changed_config(tmp_path, monkeypatch
     assert not (killed / "gateloop" / "seed1" / "final").exists()
 
     # the report of the finished runs was rewritten after each; --report rewrites it, trains nothing
-    partial = "**Partial: 2 of 4 runs finished**; missing: gateloop seed 1, transformer seed 1."
+    partial = "**Partial: 2 of 4 runs finished**; missing: seed 1: every variant."
     assert partial in (killed / "results.md").read_text()
     (killed / "results.md").unlink()
     assert grid(killed, "--report") == 0

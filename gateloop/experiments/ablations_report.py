@@ -94,7 +94,8 @@ def write_report(
     base = next(iter(runs.values()))
     done = {(r["variant"], r["seed"]) for r in records}
     missing = [key for key in sorted(runs, key=lambda key: key[1]) if key not in done]  # grid order
-    lines = _header(task, base, name, aggregates, records, missing)
+    variants = list(dict.fromkeys(v for v, _ in runs))  # the grid's, in grid order
+    lines = _header(task, base, name, aggregates, records, missing, variants)
     lines += table_lines(task, aggregates) + _footer(aggregates, plot)
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     summary = {
@@ -125,6 +126,7 @@ def _header(
     aggregates: Mapping[str, dict[str, Any]],
     records: Sequence[dict[str, Any]],
     missing: Sequence[tuple[str, int]],
+    variants: Sequence[str],
 ) -> list[str]:
     train = base.train
     steps = sorted({a["steps"] for a in aggregates.values()})
@@ -142,12 +144,20 @@ def _header(
         "",
     ]
     if missing:
-        names = ", ".join(f"{v} seed {seed}" for v, seed in missing)
-        lines += [
-            f"**Partial: {len(records)} of {len(records) + len(missing)} runs finished**; missing: {names}.",
-            "",
-        ]
+        done = f"**Partial: {len(records)} of {len(records) + len(missing)} runs finished**"
+        lines += [f"{done}; missing: {_missing(missing, variants)}.", ""]
     return lines
+
+
+def _missing(missing: Sequence[tuple[str, int]], variants: Sequence[str]) -> str:
+    """``seed 0: fixed, real; seed 1: every variant`` (every one of the grid's ``variants``)."""
+    by_seed: dict[int, list[str]] = {}
+    for variant, seed in missing:
+        by_seed.setdefault(seed, []).append(variant)
+    return "; ".join(
+        f"seed {seed}: " + ("every variant" if len(names) == len(variants) else ", ".join(names))
+        for seed, names in by_seed.items()
+    )
 
 
 def _distinct(records: Sequence[dict[str, Any]], key: str) -> str:
