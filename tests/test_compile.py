@@ -93,7 +93,7 @@ def _unsafe_inputs(
     g = torch.Generator().manual_seed(
         int(per_head) + 2 * int(phase) + 4 * int(complex_q) + 8 * int(complex_k)
     )
-    B, H, N, c, dk = 1, 2, 3, 8, 4
+    B, H, N, c, dk = 1, 2, 3, 40, 4  # c 40: sub-chunks of 10 in the exact path
     d = 1 if per_head else dk
 
     def randn(*shape: int, cplx: bool = False) -> Tensor:

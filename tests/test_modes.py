@@ -153,7 +153,7 @@ def test_attention_exact_at_4096(dtype: torch.dtype, regime: str) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("dims", [(6, 5), (1, 1)], ids=["d6", "siso"])
-@pytest.mark.parametrize("chunk_size", [1, 3, 16, 64])
+@pytest.mark.parametrize("chunk_size", [1, 3, 16, 40, 64])
 def test_chunk_sizes_and_unsafe_chunks(dtype: torch.dtype, dims: tuple[int, int], chunk_size: int) -> None:
     """Strong decay pushes chunks past the factorised form's safe range onto the exact pairwise path.
 

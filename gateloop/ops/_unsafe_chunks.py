@@ -14,11 +14,16 @@ below autograd; a test checks it against autograd through the eager function.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 from gateloop.ops._doubled_keys import double_keys, realify, realify_backward
+
+SUB_CHUNK = 16  # the exact path's sub-chunk: pairwise decays within it, factorised between
+MIN_SUB_CHUNK = 8  # below this (chunk sizes with no divisor in 8..16) the whole chunk is pairwise
 
 
 def _pairwise_decay(log_mag: Tensor, dtype: torch.dtype) -> Tensor:
@@ -34,11 +39,8 @@ def _pairwise_decay(log_mag: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.exp(dG).to(dtype)  # why the cast: each decay is <= 1, exact enough in dtype
 
 
-def pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
-    """Exact diagonal-block scores Σ_d q'_nd k'_md e^{G_nd - G_md} for a batch of chunks.
-
-    q2, k2: (n, c, dk'); log_mag: (n, c, d). Returns (n, c, c), zero above the diagonal.
-    """
+def _full_pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
+    """Σ_d q'_nd k'_md e^{G_nd - G_md} with every pairwise decay materialised: (n, c, c)."""
     decay = _pairwise_decay(log_mag, q2.dtype)  # (n, c, c, d)
     if decay.shape[-1] == 1:
         return (q2 @ k2.transpose(-1, -2)) * decay[..., 0]  # (n, c, c)
@@ -46,10 +48,10 @@ def pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> T
     return torch.einsum("nid,njd,nijd->nij", q2, k2, decay)  # (n, c, c)
 
 
-def pairwise_scores_backward(
+def _full_pairwise_scores_backward(
     grad: Tensor, q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of ``pairwise_scores`` for (q2, k2, log_mag) given ``grad`` (n, c, c)."""
+    """Gradients of ``_full_pairwise_scores`` for (q2, k2, log_mag) given ``grad`` (n, c, c)."""
     decay = _pairwise_decay(log_mag, q2.dtype)  # (n, c, c, d): as in the forward
     if decay.shape[-1] == 1:
         g_dec = grad * decay[..., 0]  # (n, c, c)
@@ -60,13 +62,125 @@ def pairwise_scores_backward(
         dq2 = torch.einsum("nij,njd,nijd->nid", grad, k2, decay)  # (n, c, dk')
         dk2 = torch.einsum("nij,nid,nijd->njd", grad, q2, decay)  # (n, c, dk')
         d_dG = grad[..., None] * q2[:, :, None, :] * k2[:, None, :, :] * decay  # (n, c, c, dk')
-        if doubled:
-            dk = d_dG.shape[-1] // 2
-            d_dG = d_dG[..., :dk] + d_dG[..., dk:]  # (n, c, c, dk): both halves share one decay
+        d_dG = _halves_summed(d_dG, doubled)  # (n, c, c, dk)
     # why float64: the gradient of G goes through the same float64 cumulative sum as the forward
     d_G = d_dG.to(torch.float64).sum(dim=2) - d_dG.to(torch.float64).sum(dim=1)  # (n, c, d)
-    d_log_mag = d_G.flip(-2).cumsum(-2).flip(-2)  # (n, c, d): the adjoint of a cumulative sum
-    return dq2, dk2, d_log_mag.to(log_mag.dtype)
+    return dq2, dk2, _cumsum_adjoint(d_G).to(log_mag.dtype)
+
+
+def _halves_summed(t: Tensor, doubled: bool) -> Tensor:
+    """(..., dk') -> (..., dk): both halves of a doubled key share one decay."""
+    if not doubled:
+        return t
+    dk = t.shape[-1] // 2
+    return t[..., :dk] + t[..., dk:]
+
+
+def _cumsum_adjoint(d_G: Tensor) -> Tensor:
+    """The gradient of log_mag from that of G = cumsum(log_mag) along dim -2."""
+    return d_G.flip(-2).cumsum(-2).flip(-2)
+
+
+def sub_chunk_size(c: int) -> int:
+    """The largest divisor of ``c`` up to ``SUB_CHUNK``; ``c`` itself (one block) for small
+    chunks, or where that divisor is below ``MIN_SUB_CHUNK``."""
+    s = max(d for d in range(1, min(c, SUB_CHUNK) + 1) if c % d == 0)
+    return c if c <= SUB_CHUNK or s < MIN_SUB_CHUNK else s
+
+
+class _SubChunkDecays(NamedTuple):
+    """The decays between sub-chunks, relative to each query sub-chunk's reference point r_i (the
+    position before it; the chunk's start, G = 0, for the first): both are <= 1, never overflow."""
+
+    to_query: Tensor  # e^{G_n - G_{r_i}} for n in sub-chunk i: (n, S, s, d)
+    from_key: Tensor  # e^{G_{r_i} - G_m} for m <= r_i, 0 after it: (n, S, c, d)
+
+
+def _sub_chunk_decays(log_mag: Tensor, s: int, dtype: torch.dtype) -> _SubChunkDecays:
+    n, c, d = log_mag.shape
+    S = c // s
+    # why float64: as in _pairwise_decay, differences of large cumulative sums
+    G = torch.cumsum(log_mag.to(torch.float64), dim=-2)  # (n, c, d)
+    G_ref = torch.cat([G.new_zeros(n, 1, d), G[:, s - 1 : c - 1 : s]], dim=1)  # (n, S, d): G_{r_i}
+    to_query = torch.exp(G.view(n, S, s, d) - G_ref[:, :, None])  # (n, S, s, d)
+    starts = torch.arange(S, device=G.device) * s  # (S,): sub-chunk i starts at i·s
+    before = torch.arange(c, device=G.device)[None, :] < starts[:, None]  # (S, c): m <= r_i
+    dG = G_ref[:, :, None] - G[:, None]  # (n, S, c, d): G_{r_i} - G_m
+    dG = torch.where(before[..., None], dG, torch.full_like(dG, float("-inf")))  # mask before exp
+    # why the cast: each decay is <= 1, exact enough in dtype
+    return _SubChunkDecays(to_query.to(dtype), torch.exp(dG).to(dtype))
+
+
+def _diagonal_blocks(t: Tensor, s: int) -> Tensor:
+    """(n, c, c) -> (n·S, s, s): the blocks of sub-chunk i's rows and columns."""
+    n, c, _ = t.shape
+    S = c // s
+    return t.view(n, S, s, S, s).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(n * S, s, s)
+
+
+def _with_diagonal_blocks(off: Tensor, blocks: Tensor, s: int) -> Tensor:
+    """``off`` (n, c, c), zero on its diagonal blocks, plus ``blocks`` (n·S, s, s) placed there."""
+    n, c, _ = off.shape
+    S = c // s
+    eye = torch.eye(S, dtype=off.dtype, device=off.device)  # (S, S): block i goes to (i, i)
+    placed = blocks.view(n, S, s, 1, s) * eye.view(1, S, 1, S, 1)  # (n, S, s, S, s)
+    return off + placed.reshape(n, c, c)
+
+
+def pairwise_scores(q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool) -> Tensor:
+    """Exact diagonal-block scores Σ_d q'_nd k'_md e^{G_nd - G_md} for a batch of chunks.
+
+    q2, k2: (n, c, dk'); log_mag: (n, c, d). Returns (n, c, c), zero above the diagonal.
+    Within sub-chunks of s (``sub_chunk_size``) the decays are pairwise; between them the scores
+    factorise through the query sub-chunk's reference point r_i, (q'_n e^{G_n - G_r}) ·
+    (k'_m e^{G_r - G_m}), where both factors are <= 1: O(c·s·dk') decays, not O(c²·dk').
+    """
+    n, c, dk2 = q2.shape
+    s = sub_chunk_size(c)
+    diag = _full_pairwise_scores(*(t.reshape(n * (c // s), s, -1) for t in (q2, k2, log_mag)), doubled)
+    if s == c:
+        return diag  # (n, c, c)
+    dec = _sub_chunk_decays(log_mag, s, q2.dtype)
+    q_dec = q2.view(n, c // s, s, dk2) * double_keys(dec.to_query, doubled)  # (n, S, s, dk')
+    k_dec = k2[:, None] * double_keys(dec.from_key, doubled)  # (n, S, c, dk')
+    off = (q_dec @ k_dec.transpose(-1, -2)).reshape(n, c, c)  # (n, c, c): zero on diagonal blocks
+    return _with_diagonal_blocks(off, diag, s)
+
+
+def pairwise_scores_backward(
+    grad: Tensor, q2: Tensor, k2: Tensor, log_mag: Tensor, doubled: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``pairwise_scores`` for (q2, k2, log_mag) given ``grad`` (n, c, c)."""
+    n, c, dk2 = q2.shape
+    s = sub_chunk_size(c)
+    S = c // s
+    blocks = (t.reshape(n * S, s, -1) for t in (q2, k2, log_mag))
+    dq2, dk2_, d_log = _full_pairwise_scores_backward(_diagonal_blocks(grad, s), *blocks, doubled)
+    dq2, dk2_, d_log = dq2.view(n, c, dk2), dk2_.view(n, c, dk2), d_log.view(log_mag.shape)
+    if s == c:
+        return dq2, dk2_, d_log
+    dec = _sub_chunk_decays(log_mag, s, q2.dtype)
+    e_q, e_k = double_keys(dec.to_query, doubled), double_keys(dec.from_key, doubled)
+    q_dec = q2.view(n, S, s, dk2) * e_q  # (n, S, s, dk')
+    k_dec = k2[:, None] * e_k  # (n, S, c, dk')
+    g = grad.view(n, S, s, c)  # rows grouped by query sub-chunk (diagonal blocks meet zero keys)
+    d_qdec = g @ k_dec  # (n, S, s, dk')
+    d_kdec = g.transpose(-1, -2) @ q_dec  # (n, S, c, dk')
+    dq2 = dq2 + (d_qdec * e_q).view(n, c, dk2)
+    dk2_ = dk2_ + (d_kdec * e_k).sum(dim=1)
+    d = log_mag.shape[-1]
+
+    def per_decay(t: Tensor) -> Tensor:  # (..., dk') -> (..., d): dL/d(exponent)
+        t = _halves_summed(t, doubled)
+        return t.sum(-1, keepdim=True) if d == 1 else t
+
+    # why float64: G's gradient goes through the float64 cumulative sum of the forward
+    d_exp_q = per_decay(d_qdec * q_dec).to(torch.float64)  # (n, S, s, d): d/d(G_n - G_{r_i})
+    d_exp_k = per_decay(d_kdec * k_dec).to(torch.float64)  # (n, S, c, d): d/d(G_{r_i} - G_m)
+    d_ref = d_exp_k.sum(dim=2) - d_exp_q.sum(dim=2)  # (n, S, d): into G_{r_i}
+    d_G = d_exp_q.reshape(n, c, d) - d_exp_k.sum(dim=1)  # (n, c, d)
+    d_G[:, s - 1 : c - 1 : s] += d_ref[:, 1:]  # r_0 is the chunk's start (G = 0): no gradient
+    return dq2, dk2_, d_log + _cumsum_adjoint(d_G).to(log_mag.dtype)
 
 
 def _rows(t: Tensor, idx: Tensor) -> Tensor:
