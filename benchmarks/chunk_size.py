@@ -2,7 +2,10 @@
 
 Question: forward+backward time of ``gate_loop(..., chunk_size=c)`` for c in a range, on M1
 (multi-head, per-key complex a) and on S2 through the pure-PyTorch SISO path (the compiled SISO
-kernel has no chunks), median of ``--repeats`` runs in one process.
+kernel has no chunks), median of ``--repeats`` runs in one process. M1 runs twice: with gates
+mostly near 1 (|a| = σ(α), α ~ N(2, 1)) and with gates that forget fast (α ~ N(0, 1), as trained
+Memory Horizon models have them), where wide chunks exceed the factorised form's safe range and
+take the exact path.
 
     python benchmarks/chunk_size.py
 """
@@ -19,11 +22,15 @@ from gateloop import gate_loop
 
 from common import CASES, environment, header, make_op_inputs, median_time, prepare_worker, write_results
 
-SWEEP_CASES = {"M1": "M1", "S2 (pure-PyTorch path)": "S2"}
+SWEEP_CASES = {  # label: (shape, mean of α in |a| = σ(α))
+    "M1": ("M1", 2.0),
+    "M1, fast-forgetting gates": ("M1", 0.0),
+    "S2 (pure-PyTorch path)": ("S2", 2.0),
+}
 
 
-def time_chunk(case: str, chunk: int, repeats: int) -> float:
-    q, k, v, log_a = make_op_inputs(CASES[case], per_head=False, requires_grad=True)
+def time_chunk(case: str, gate_mean: float, chunk: int, repeats: int) -> float:
+    q, k, v, log_a = make_op_inputs(CASES[case], per_head=False, requires_grad=True, gate_mean=gate_mean)
 
     def once() -> None:
         y, _ = gate_loop(q, k, v, log_a=log_a, chunk_size=chunk)
@@ -46,8 +53,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     env = environment()
     results = [
-        {"case": label, "chunk_size": c, "median_s": time_chunk(case, c, args.repeats)}
-        for label, case in SWEEP_CASES.items()
+        {"case": label, "chunk_size": c, "median_s": time_chunk(case, gate_mean, c, args.repeats)}
+        for label, (case, gate_mean) in SWEEP_CASES.items()
         for c in sizes
     ]
     lines = [

@@ -53,7 +53,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-
 def header(title: str, env: dict[str, Any], extra: str = "") -> str:
     return (
         f"{title}, {env['date']}, torch {env['torch']}, {env['threads']} threads, {env['cpu']}"
@@ -95,17 +94,17 @@ def machine_ceilings(repeats: int = 5) -> dict[str, float]:
 
 
 def make_op_inputs(
-    shape: dict[str, int], *, per_head: bool, requires_grad: bool, seed: int = 0
+    shape: dict[str, int], *, per_head: bool, requires_grad: bool, seed: int = 0, gate_mean: float = 2.0
 ) -> list[Tensor]:
     """q, k, v and a complex log_a as a trained layer produces them: |a| = σ(α), α ~ N(2, 1),
-    mostly near 1; phases ~ N(0, 0.1²)."""
+    mostly near 1 (``gate_mean`` moves α's mean: 0 gives gates that forget fast); phases ~ N(0, 0.1²)."""
     g = torch.Generator().manual_seed(seed)
     B, L, H, dk, dv = (shape[k] for k in ("B", "L", "H", "dk", "dv"))
     q = torch.randn(B, L, H, dk, generator=g)
     k = torch.randn(B, L, H, dk, generator=g) / math.sqrt(dk)
     v = torch.randn(B, L, H, dv, generator=g)
     d = 1 if per_head else dk
-    alpha = torch.randn(B, L, H, d, generator=g) + 2.0
+    alpha = torch.randn(B, L, H, d, generator=g) + gate_mean
     log_a = torch.complex(torch.nn.functional.logsigmoid(alpha), 0.1 * torch.randn(B, L, H, d, generator=g))
     tensors = [q, k, v, log_a]
     for t in tensors:

@@ -7,12 +7,11 @@ import torch
 from torch import Tensor
 
 # Default chunk length c for both chunked forms (``gate_loop_chunk``, ``gate_loop_siso_chunked``).
-# Measured with benchmarks/chunk_size.py (fwd+bwd): M1 (multi-head), three runs: c=16 643-708 ms;
-# 32, 64 and 128 within run-to-run noise (411-762 ms), 64 fastest in two of three. S2 through the
-# pure-PyTorch SISO form: 175 / 164 / 163 / 172 ms for c = 16 / 32 / 64 / 128 (benchmarks/README.md).
-# Smaller chunks also fall back to the exact pairwise path less often, larger ones halve the
-# carried-state loop.
-DEFAULT_CHUNK_SIZE = 64
+# Measured with benchmarks/chunk_size.py (fwd+bwd, benchmarks/README.md): with gates near 1, c = 32,
+# 64 and 128 are within ~20 % (M1: 614 / 495 / 421 ms); with gates that forget fast (trained
+# data-controlled models) wider chunks leave the safe range and take the exact path: 554 / 1199 /
+# 2773 ms. 32 has no such cliff; the SISO pure-PyTorch form is flat in c.
+DEFAULT_CHUNK_SIZE = 32
 
 # Largest within-chunk log-decay range for which the factorised form
 # (q ⊙ e^{G_n}) · (k ⊙ e^{-G_m}) is used. e^{-G_m} <= e^T must not overflow even after the
