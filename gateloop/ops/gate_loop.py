@@ -60,7 +60,8 @@ def gate_loop(
         scale: output scale; None means 1.0 (linear modes) or dk ** -0.5 (softmax).
         initial_state: r|c(B H dk dv) state before the first token, or None (zeros).
         output_final_state: also return the state after the last token.
-        chunk_size: chunk length for ``mode="chunk"`` (default 32, measured in benchmarks/chunk_size.py).
+        chunk_size: chunk length for ``mode="chunk"`` (default 32; 64 for the pure-PyTorch SISO
+            form; measured in benchmarks/chunk_size.py).
         backend: "auto" (Triton kernels for CUDA tensors in modes chunk/recurrent when the ``cuda``
             extra is installed, the PyTorch paths otherwise), "triton" (fla-core's kernels; CPU
             tensors only under TRITON_INTERPRET=1) or "torch".

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gateloop.ops._chunking import DEFAULT_CHUNK_SIZE, pad_time, safe_range
+from gateloop.ops._chunking import DEFAULT_SISO_CHUNK_SIZE, pad_time, safe_range
 from gateloop.ops._inputs import Transitions, complex_dtype_of
 from gateloop.ops._nonfinite import causal_nonfinite
 from gateloop.ops.scan import associative_scan_linear
@@ -87,7 +87,7 @@ def gate_loop_siso_chunked(
 ) -> tuple[Tensor, Tensor | None]:
     """q, k: r|c(B L H 1); v: r(B L H 1); transitions (B L H 1); state c(B H 1 1)."""
     B, L, H, _ = q.shape
-    c = chunk_size or DEFAULT_CHUNK_SIZE
+    c = chunk_size or DEFAULT_SISO_CHUNK_SIZE
     real = v.dtype
     cdtype = complex_dtype_of(real)
     log_mag, phase = transitions.as_log()  # (B, L, H, 1)
