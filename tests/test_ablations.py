@@ -147,10 +147,22 @@ def test_grid_report_interrupted_resume_and_changed_config(tmp_path, monkeypatch
     assert main([*GRID[:4], *one, *TINY, "--train.lr", "0.001"]) == 1
     assert "train.lr: 0.0025 -> 0.001" in capsys.readouterr().err
 
+    # a run late in the grid's order, finished by a grid of fewer variants, is in the mid-grid report
+    last = ["--variants", "transformer", "--seeds", "1", "--out", str(killed), "--resume"]
+    assert main([*GRID[:4], *last, *TINY]) == 0
+    monkeypatch.setattr(mh, "batch_fn", killing_batch_fn)
+    assert grid(killed, "--resume") == 130
+    monkeypatch.setattr(mh, "batch_fn", real_batch_fn)
+    partial = "**Partial: 3 of 4 runs finished**; missing: seed 1: gateloop."
+    assert partial in (killed / "results.md").read_text()
+    assert records(killed).keys() == {("gateloop", 0), ("transformer", 0), ("transformer", 1)}
+    capsys.readouterr()
+
     (killed / "gateloop" / "seed0" / "ablation.json").unlink()  # killed after final/: rebuilt from it
     assert grid(killed, "--resume") == 0
     out = capsys.readouterr().out
-    assert "gateloop seed 0: finished, skipped" in out and "transformer seed 1: training" in out
+    assert "gateloop seed 0: finished, skipped" in out and "gateloop seed 1: training" in out
+    assert "transformer seed 1: finished, skipped" in out
     assert {p: (p / "final" / "model.safetensors").stat().st_mtime_ns for p in finished} == stamps
     got, want = records(killed), records(whole)
     assert got.keys() == want.keys()

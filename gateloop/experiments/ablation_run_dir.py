@@ -31,13 +31,18 @@ def is_finished(task: AblationTask, run_dir: Path) -> bool:
     return any(r.get("step") == last and task.eval_key in r for r in rows)
 
 
-def check_same_config(run: RunConfig, run_dir: Path) -> None:
-    """Refuse a finished run whose config is not the one the grid asks for (the trainer's rule for
-    ``--resume``: bookkeeping fields may differ, nothing else)."""
+def config_changes(run: RunConfig, run_dir: Path) -> list[str]:
+    """How the config saved in ``run_dir`` differs from ``run`` (the trainer's rule for
+    ``--resume``: bookkeeping fields may differ, nothing else); empty when it is the same run."""
     saved = read_run_config(run_dir)
     expected = run.to_saved_dict()
     keys = ("task", *SECTIONS)
-    changes = config_differences({k: saved.get(k) for k in keys}, {k: expected.get(k) for k in keys})
+    return config_differences({k: saved.get(k) for k in keys}, {k: expected.get(k) for k in keys})
+
+
+def check_same_config(run: RunConfig, run_dir: Path) -> None:
+    """Refuse a finished run whose config is not the one the grid asks for."""
+    changes = config_changes(run, run_dir)
     if changes:
         raise ValueError(
             f"--resume with a different config than {run_dir / 'config.json'}: "
@@ -91,6 +96,14 @@ def write_record(
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / RECORD_NAME
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def finished_record(task: AblationTask, run: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The saved record of a finished run made with ``run``'s config; None for any other run (one
+    not finished, without a record, or of another config: the grid refuses that when it gets there)."""
+    if not is_finished(task, run_dir) or config_changes(run, run_dir):
+        return None
+    return read_record(run_dir)
 
 
 def record_from_final(

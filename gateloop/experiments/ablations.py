@@ -27,6 +27,7 @@ from gateloop.experiments import memory_horizon as mh
 from gateloop.experiments.ablation_run_dir import (
     add_wall_time,
     check_same_config,
+    finished_record,
     is_finished,
     read_record,
     record_from_final,
@@ -153,21 +154,43 @@ def run_grid(
     shared = task.load(next(iter(runs.values())))
     resume = resume or report_only  # report_only reaches finished runs only, which resume skips
     order = [(variant, seed) for seed in seeds for variant in variants]
-    records: list[dict[str, Any]] = []
+    records: dict[tuple[str, int], dict[str, Any]] = {}
     for i, (variant, seed) in enumerate(order):
         run, run_dir = runs[variant, seed], run_dir_of(out_dir, variant, seed)
         if report_only and not is_finished(task, run_dir):
             continue
-        records.append(
-            run_one(task, variant, run, run_dir, shared, resume=resume, progress=progress, runtime=runtime)
+        records[variant, seed] = run_one(
+            task, variant, run, run_dir, shared, resume=resume, progress=progress, runtime=runtime
         )
         if runtime.is_main and not report_only and i < len(order) - 1:
-            write_report(task, runs, records, Path(out_dir), name=name, quiet=True)
+            write_report(
+                task,
+                runs,
+                _grid_records(task, runs, order, records, out_dir),
+                Path(out_dir),
+                name=name,
+                quiet=True,
+            )
     if report_only and not records:
         raise ValueError(f"--report: no finished run of this grid under {out_dir} (train it first)")
     if runtime.is_main:
-        write_report(task, runs, records, Path(out_dir), name=name)
-    return records
+        write_report(task, runs, list(records.values()), Path(out_dir), name=name)
+    return list(records.values())
+
+
+def _grid_records(
+    task: AblationTask,
+    runs: Mapping[tuple[str, int], RunConfig],
+    order: Sequence[tuple[str, int]],
+    gathered: Mapping[tuple[str, int], dict[str, Any]],
+    out_dir: str | Path,
+) -> list[dict[str, Any]]:
+    """Every finished run's record in grid order: those gathered so far, and the saved records of
+    runs later in the order that finished earlier (e.g. in a grid run with fewer variants)."""
+    records = [
+        gathered.get(key) or finished_record(task, runs[key], run_dir_of(out_dir, *key)) for key in order
+    ]
+    return [r for r in records if r]
 
 
 def run_one(
