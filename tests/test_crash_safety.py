@@ -169,3 +169,27 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path) -> None:
     assert not (run_dir / "final").exists()
     report = subprocess.run([*argv, "--train.max-steps", "100000", "--report"], capture_output=True)
     assert report.returncode == 1 and b"no finished run" in report.stderr
+
+
+def test_wall_time_is_summed_over_sessions_and_unknown_when_uncounted(tmp_path, monkeypatch) -> None:
+    """A report's wall time is the run's whole cost: sessions add up (one stopped by Ctrl-C too);
+    a directory trained before its first counted session stays unknown, never a wrong total."""
+    from gateloop.training import current_runtime
+    from gateloop.training.wall_time import counted_wall_time, minutes, read_wall_time
+
+    clock = iter([0.0, 60.0, 100.0, 130.0, 0.0, 5.0, 10.0, 20.0])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    run_dir, runtime = tmp_path / "run", current_runtime()
+    with counted_wall_time(run_dir, runtime) as first:
+        run_dir.mkdir()  # training creates the directory
+    assert first.seconds == read_wall_time(run_dir) == 60.0
+    with pytest.raises(KeyboardInterrupt), counted_wall_time(run_dir, runtime) as second:
+        raise KeyboardInterrupt
+    assert second.seconds == read_wall_time(run_dir) == 90.0 and minutes(90.0) == "1.5 min"
+
+    old = tmp_path / "old"  # trained before wall times were kept
+    old.mkdir()
+    for _ in range(2):
+        with counted_wall_time(old, runtime) as total:
+            pass
+        assert total.seconds is None and read_wall_time(old) is None and minutes(None) == "unknown"

@@ -17,9 +17,9 @@ from gateloop.models.base import CausalModel
 from gateloop.training import MetricsLogger, Runtime, read_run_config
 from gateloop.training.files import atomic_write_text
 from gateloop.training.run_dir import config_differences
+from gateloop.training.wall_time import read_wall_time
 
 RECORD_NAME = "ablation.json"  # a finished run's numbers, written by the grid
-WALL_TIME_NAME = "wall_time.json"  # seconds spent training the run, summed over its sessions
 
 
 def is_finished(task: AblationTask, run_dir: Path) -> bool:
@@ -49,15 +49,6 @@ def check_same_config(run: RunConfig, run_dir: Path) -> None:
             + "; ".join(changes[:8])
             + " (use another --out for a different grid, or resume with the original settings)"
         )
-
-
-def add_wall_time(run_dir: Path, seconds: float, runtime: Runtime) -> float:
-    """Add a session's seconds to the run's total (a session killed by SIGKILL is not counted)."""
-    path = run_dir / WALL_TIME_NAME
-    total = seconds + (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0)
-    if runtime.is_main and run_dir.is_dir():
-        atomic_write_text(path, json.dumps({"seconds": total}) + "\n")
-    return total
 
 
 def write_record(
@@ -112,6 +103,4 @@ def record_from_final(
     """A finished run without a record (killed after ``final/``): evaluate its final weights."""
     model = model_class(run.model).from_pretrained(run_dir / "final", device=runtime.device)
     steps = int(read_run_config(run_dir)["resolved"]["max_steps"])
-    wall_path = run_dir / WALL_TIME_NAME
-    wall = json.loads(wall_path.read_text())["seconds"] if wall_path.is_file() else None
-    return write_record(task, variant, run, run_dir, model, steps, wall, shared, runtime)
+    return write_record(task, variant, run, run_dir, model, steps, read_wall_time(run_dir), shared, runtime)

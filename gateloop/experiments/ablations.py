@@ -16,7 +16,6 @@ refuses a changed config on ``--resume``.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 from gateloop.experiments import language_model as lm
 from gateloop.experiments import memory_horizon as mh
 from gateloop.experiments.ablation_run_dir import (
-    add_wall_time,
     check_same_config,
     finished_record,
     is_finished,
@@ -39,6 +37,7 @@ from gateloop.experiments.parameter_matching import match_parameters
 from gateloop.experiments.run_config import RunConfig, field_names
 from gateloop.models import GateLoopConfig, TransformerConfig
 from gateloop.training import Runtime, TrainConfig, current_runtime
+from gateloop.training.wall_time import counted_wall_time
 
 __all__ = ["TASKS", "ConfigFields", "ablation_runs", "get_task", "parse_seeds", "parse_variants", "run_grid"]
 
@@ -211,14 +210,11 @@ def run_one(
         _say(runtime, f"{variant} seed {seed}: finished, skipped ({run_dir})")
         return read_record(run_dir) or record_from_final(task, variant, run, run_dir, shared, runtime)
     _say(runtime, f"{variant} seed {seed}: training into {run_dir}")
-    start = time.perf_counter()
-    try:
+    with counted_wall_time(run_dir, runtime) as wall:
         result = task.train(run, run_dir, resume=resume, progress=progress, runtime=runtime, shared=shared)
-    except KeyboardInterrupt:
-        add_wall_time(run_dir, time.perf_counter() - start, runtime)
-        raise
-    wall = add_wall_time(run_dir, time.perf_counter() - start, runtime)
-    return write_record(task, variant, run, run_dir, result.model, result.steps, wall, shared, runtime)
+    return write_record(
+        task, variant, run, run_dir, result.model, result.steps, wall.seconds, shared, runtime
+    )
 
 
 def _say(runtime: Runtime, message: str) -> None:

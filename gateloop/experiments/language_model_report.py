@@ -5,7 +5,6 @@ training returned, a unigram baseline, the paper's Table 1 beside ours, and vali
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 from gateloop.data.prepare import TokenDataset
 from gateloop.experiments.language_model import MODELS, LMRun, as_model, evaluate_perplexity, train
 from gateloop.training import MetricsLogger, Runtime, current_runtime
+from gateloop.training.wall_time import counted_wall_time, minutes
 
 PAPER_TABLE_1 = {"transformer": 18.6, "gateloop": 13.4}  # WikiText-103 test perplexity, 125M models
 
@@ -45,11 +45,10 @@ def run_experiment(
         run = as_model(base, model, match_parameters=True)
         if runtime.is_main:
             print(f"[lm] training {model}", flush=True)
-        start = time.perf_counter()
-        trained = train(run, out_dir / model, resume=resume, progress=progress, runtime=runtime)
-        wall = time.perf_counter() - start
+        with counted_wall_time(out_dir / model, runtime) as wall:
+            trained = train(run, out_dir / model, resume=resume, progress=progress, runtime=runtime)
         test = evaluate_perplexity(trained.model, dataset["test"], seq_len=run.data.seq_len)
-        results[model] = {**trained.summary(), "test": test, "wall_time_s": wall}
+        results[model] = {**trained.summary(), "test": test, "wall_time_s": wall.seconds}
     if runtime.is_main:
         _write_reports(base, name, dataset, results, out_dir)
     return results
@@ -82,8 +81,8 @@ def _write_reports(
     for m in MODELS:
         r = results[m]
         paper = f"{PAPER_TABLE_1[m]} (paper)" if m in PAPER_TABLE_1 else "—"
-        ppl, minutes = r["test"]["perplexity"], r["wall_time_s"] / 60
-        lines.append(f"| {m} | {r['parameters']:,} | {ppl:.2f} | {paper} | {minutes:.1f} min |")
+        ppl = r["test"]["perplexity"]
+        lines.append(f"| {m} | {r['parameters']:,} | {ppl:.2f} | {paper} | {minutes(r['wall_time_s'])} |")
     lines += ["", f"- validation loss against training tokens: `{plot.name}`"]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     summary = {"preset": name, "unigram_perplexity": unigram, "results": results}
