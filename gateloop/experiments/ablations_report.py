@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateloop.experiments.ablation_variants import VARIANTS
+from gateloop.training.wall_time import minutes
 
 if TYPE_CHECKING:
     from gateloop.experiments.ablation_tasks import AblationTask
@@ -58,13 +59,12 @@ def table_lines(task: AblationTask, aggregates: Mapping[str, dict[str, Any]]) ->
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, agg in aggregates.items():
         wall = agg["wall_time_s"]
-        minutes = "—" if wall is None else f"{wall['mean'] / 60:.1f} min"
         cells = [
             f"`{variant}`",
             *[format_mean_std(agg["metrics"][m.key], m.digits) for m in metrics],
             f"{agg['parameters']:,}",
             f"{agg['non_embedding_parameters']:,}",
-            minutes,
+            minutes(None if wall is None else wall["mean"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
