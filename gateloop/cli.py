@@ -149,9 +149,25 @@ def _eval_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "memory-horizon",
         parents=[common],
         help="test accuracy (all positions, excluding resets, by memory span) of a run",
-        description="Evaluate a Memory Horizon run on its separately seeded test set; writes eval.json.",
+        description="Evaluate Memory Horizon runs on their separately seeded test set; writes each run's "
+        "eval.json (accuracy, accuracy by span, h90/h50). With --compare OUT, also one table of the runs "
+        "(what each changes against the first, steps, h90, h50, accuracy, gradient norms) and their "
+        "accuracy-by-span curves in one plot.",
     )
-    mh_eval.add_argument("--run", type=Path, required=True, help="run directory written by `gateloop train`")
+    mh_eval.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        required=True,
+        help="run directory written by `gateloop train` (repeat for several)",
+    )
+    mh_eval.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="write report_table.md, runs.json and accuracy_by_span.png of the runs into OUT",
+    )
     lm_eval = evaluate.add_parser(
         "lm",
         parents=[common],

@@ -74,11 +74,16 @@ def train_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
 
 def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.experiments.memory_horizon import evaluate_run
+    from gateloop.experiments.span_report import write_comparison
 
-    result, model_dir = evaluate_run(args.run, device=runtime.device if runtime else None)
-    (args.run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
-    print(f"evaluated {model_dir}; wrote {(args.run / 'eval.json').resolve()}")
+    for run_dir in args.run:
+        result, model_dir = evaluate_run(run_dir, device=runtime.device if runtime else None)
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
+        print(f"evaluated {model_dir}; wrote {(run_dir / 'eval.json').resolve()}")
+    if args.compare is not None:
+        write_comparison(args.run, args.compare)
+        print(f"wrote {(args.compare / 'report_table.md').resolve()}")
     return 0
 
 

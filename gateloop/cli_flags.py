@@ -103,7 +103,8 @@ def _add_leaf_flags(
             *aliases.get(path, []),
             dest=DEST_PREFIX + path,
             type=value_parser(hints[f.name]),
-            default=None,
+            # absent unless given: "none" is a value (``--train.grad-clip none`` turns clipping off)
+            default=argparse.SUPPRESS,
             metavar=f.name.upper(),
             help=_preset_values(presets, path),
         )
@@ -120,7 +121,6 @@ def _preset_values(presets: Mapping[str, Any], path: str) -> str:
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"section.field": value}`` for every config flag given on the command line."""
-    return {
-        k[len(DEST_PREFIX) :]: v for k, v in vars(args).items() if k.startswith(DEST_PREFIX) and v is not None
-    }
+    """``{"section.field": value}`` for every config flag given on the command line (``None``
+    included: an optional field set to ``none``)."""
+    return {k[len(DEST_PREFIX) :]: v for k, v in vars(args).items() if k.startswith(DEST_PREFIX)}

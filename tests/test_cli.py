@@ -149,5 +149,7 @@ def test_ddp_memory_horizon_two_processes_match_one(tmp_path) -> None:
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["resolved"]["world_size"] == 2
     wa, wb = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("one", "two"))
+    # atol: AdamW divides by sqrt(v), so an entry whose gradient is near rounding level moves by up
+    # to ~lr per step on the reduction order alone (measured max 1.9e-5 after 6 steps on AMD EPYC)
     for name in wa:
-        assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+        assert torch.allclose(wa[name], wb[name], atol=1e-4), name

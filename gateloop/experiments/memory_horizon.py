@@ -23,6 +23,7 @@ from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
 from gateloop.experiments.run_config import RunConfig, build_model, model_class
+from gateloop.experiments.span_horizon import memory_horizons
 from gateloop.models import GateLoopConfig, GateLoopLM, ModelConfig, TransformerConfig
 from gateloop.training import Runtime, Schedule, TrainConfig, Trainer, TrainResult, current_runtime
 
@@ -128,6 +129,15 @@ PRESETS: dict[str, MemoryHorizonRun] = {
         data=MemoryHorizonData(seq_len=128),
         train=dataclasses.replace(PAPER_TRAIN, epochs=70, warmup_steps=None, warmup_fraction=0.53),
     ),
+    # ours, for the span diagnosis (results/memory_horizon_diagnosis): L 256 with one reset, so
+    # that long spans are frequent (500 test sequences: ~20-35k positions per span band to 160+);
+    # 5 000 steps with a 5 % warm-up, the paper's optimiser otherwise
+    "diagnosis": MemoryHorizonRun(
+        data=MemoryHorizonData(seq_len=256, num_resets=1),
+        train=dataclasses.replace(
+            PAPER_TRAIN, epochs=None, max_steps=5000, warmup_steps=None, warmup_fraction=0.05
+        ),
+    ),
 }
 
 
@@ -203,7 +213,8 @@ def evaluate(
     model: nn.Module, inputs: Tensor, targets: Tensor, reset_id: int, batch_size: int = 64
 ) -> dict[str, Any]:
     """The paper's test accuracy (argmax == target over all positions), the accuracy excluding
-    reset positions, the test loss, and accuracy by required memory span."""
+    reset positions, the test loss, accuracy by required memory span and the spans where it falls
+    below 0.9 and 0.5 (``span_horizon``)."""
     model.eval()
     device = next(model.parameters()).device
     correct_parts, nll = [], 0.0
@@ -222,6 +233,7 @@ def evaluate(
         "test_accuracy": float(correct.float().mean()),
         "test_accuracy_excluding_resets": float(correct[inputs != reset_id].float().mean()),
         "test_loss": nll / correct.numel(),
+        "horizons": memory_horizons(by_span),
         "accuracy_by_span": by_span,
     }
 

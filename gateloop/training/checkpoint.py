@@ -95,10 +95,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     keep: int = 2,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step_<step>`` (weights, config, optimizer, scheduler, every RNG) and
-    prune all but the newest ``keep``. Written under a temporary name, fsynced and renamed
-    (``files.publish_dir``): a checkpoint that looks complete is complete."""
+    """Write ``checkpoints/step_<step>`` (weights, config, optimizer, scheduler, every RNG and the
+    ``extra`` trainer state, plain values) and prune all but the newest ``keep``. Written under a
+    temporary name, fsynced and renamed (``files.publish_dir``): a checkpoint that looks complete
+    is complete."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step:08d}"
     tmp = root / f"{TMP_PREFIX}step_{step:08d}"
@@ -112,6 +114,7 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": _cuda_rng_states(),
         "python_rng": random.getstate(),
+        **(extra or {}),
     }
     torch.save(state, tmp / TRAINER_STATE)
     publish_dir(tmp, final)
@@ -197,6 +200,7 @@ class Checkpointer:
         self.every = every
         self.keep = keep
         self.runtime = runtime
+        self.restored: dict[str, Any] = {}  # the trainer state ``restore`` loaded ({} before)
 
     def should_save(self, step: int, max_steps: int) -> bool:
         return step % self.every == 0 or step == max_steps
@@ -207,10 +211,17 @@ class Checkpointer:
         model: CausalModel,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         if self.runtime.is_main:
             save_checkpoint(
-                self.run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler, keep=self.keep
+                self.run_dir,
+                step=step,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                keep=self.keep,
+                extra=extra,
             )
         barrier(self.runtime)
 
@@ -235,6 +246,7 @@ class Checkpointer:
                 warnings.warn(f"{e}; trying the checkpoint before it", RuntimeWarning, stacklevel=2)
                 problems.append(str(e))
                 continue
+            self.restored = state
             return int(state["step"])
         if found:
             raise CorruptCheckpointError(f"no readable checkpoint in {self.run_dir}: {'; '.join(problems)}")

@@ -33,6 +33,7 @@ from gateloop.training.distributed import (
     wrap_data_parallel,
 )
 from gateloop.training.evaluation import EvalFn, Evaluator, scalars
+from gateloop.training.grad_norms import GradNormWindow
 from gateloop.training.metrics import MetricsLogger, TrainLog
 from gateloop.training.optim import build_optimizer, build_scheduler
 from gateloop.training.run_dir import RunLock, start_run_dir
@@ -123,6 +124,7 @@ class Trainer:
             self.run_dir, every=config.checkpoint_every, keep=config.keep_checkpoints, runtime=self.runtime
         )
         self.step = 0
+        self.grad_norms = GradNormWindow(config.grad_clip)
         # recomputation, parallelism and compilation are applied from outside; checkpoints save the
         # bare model (activation checkpointing keeps its parameter names)
         if config.activation_checkpointing:
@@ -158,9 +160,10 @@ class Trainer:
         for micro in range(self.config.grad_accum):
             part, extras = self._micro_step(micro)
             total += part
-        grad_norm = None
-        if self.config.grad_clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        # the global norm before clipping, also without a clip (max_norm inf only measures it)
+        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        self.grad_norms.add(grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -175,6 +178,8 @@ class Trainer:
         resuming = start_run_dir(self.run_dir, run_config, resume=resume, is_main=self.runtime.is_main)
         if resuming:
             self.step = self.checkpointer.restore(self.model, self.optimizer, self.scheduler)
+            if "grad_norms" in self.checkpointer.restored:  # absent from checkpoints written before it
+                self.grad_norms.load_state_dict(self.checkpointer.restored["grad_norms"])
             if self.runtime.is_main:
                 self.metrics.truncate_after(self.step)  # rows a killed run wrote after its checkpoint
         else:
@@ -209,24 +214,18 @@ class Trainer:
             self.log.step_done(time.perf_counter() - start)
             if self.log.should_log(self.step, max_steps):
                 loss = mean_over_ranks(out["loss"], self.runtime)  # the global batch's loss
-                grad_norm = out["grad_norm"]
-                self.log.write(
-                    self.step,
-                    {
-                        "loss": loss,
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        **(
-                            {"grad_norm": grad_norm}
-                            if grad_norm is not None and math.isfinite(grad_norm)
-                            else {}
-                        ),
-                    },
-                    out["extras"],
-                )
+                values = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                self.log.write(self.step, {**values, **self.grad_norms.pop(out["grad_norm"])}, out["extras"])
             if self.evaluator is not None and self.evaluator.should_evaluate(self.step):
                 self._evaluate_and_log()
             if self.checkpointer.should_save(self.step, max_steps):
-                self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler)
+                self.checkpointer.save(
+                    self.step,
+                    self.model,
+                    self.optimizer,
+                    self.scheduler,
+                    extra={"grad_norms": self.grad_norms.state_dict()},
+                )
         self.log.close()
         evaluation = self._final_evaluation()
         if self.runtime.is_main:

@@ -1,0 +1,116 @@
+"""``gateloop eval memory-horizon --compare OUT --run A --run B ...``: one table and one plot of how
+far back each Memory Horizon run remembers, for controlled comparisons (a sweep of settings).
+
+Each run's row: what it changes against the first run (its run config, field by field), its
+steps, ``h90`` / ``h50`` (``span_horizon``), test accuracy, and its gradient norms from
+``metrics.csv`` (median over the logged steps and the fraction of steps the clip scaled down), so
+that an optimisation sweep reads off one table. Writes ``report_table.md``, ``runs.json`` and
+``accuracy_by_span.png`` into OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateloop.experiments.span_horizon import memory_horizons
+from gateloop.training.metrics import MetricsLogger
+
+# bookkeeping that says nothing about the experiment
+IGNORED_FIELDS = frozenset({"format", "resolved", "train.log_every", "train.checkpoint_every"})
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": 1e-3}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def config_change(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    """The fields of ``config`` that differ from ``baseline``, as ``field=value`` (sorted)."""
+    mine, base = flatten(config), flatten(baseline)
+    changed = [
+        f"{key}={mine.get(key)}"
+        for key in sorted(mine.keys() | base.keys())
+        if key not in IGNORED_FIELDS
+        and key.split(".")[0] not in IGNORED_FIELDS
+        and mine.get(key) != base.get(key)
+    ]
+    return ", ".join(changed) or "(baseline)"
+
+
+def run_summary(run_dir: Path, baseline_config: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the comparison from a run directory with ``config.json`` and ``eval.json``."""
+    config = json.loads((run_dir / "config.json").read_text())
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    rows = [r for r in MetricsLogger(run_dir).read() if "grad_norm" in r]
+    clipped = [r["clipped_fraction"] for r in rows if "clipped_fraction" in r]
+    return {
+        "run": run_dir.name,
+        "dir": str(run_dir),
+        "change": config_change(config, baseline_config),
+        "steps": evaluation.get("steps", config.get("resolved", {}).get("max_steps")),
+        **memory_horizons(evaluation["accuracy_by_span"]),
+        "test_accuracy": evaluation["test_accuracy"],
+        "median_grad_norm": statistics.median(r["grad_norm"] for r in rows) if rows else None,
+        "max_grad_norm": max((r.get("grad_norm_max", r["grad_norm"]) for r in rows), default=None),
+        "clipped_fraction": sum(clipped) / len(clipped) if clipped else None,
+        "accuracy_by_span": evaluation["accuracy_by_span"],
+    }
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def table_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| run | change | steps | h90 | h50 | accuracy | median ‖g‖ | max ‖g‖ | steps clipped |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        clipped = "—" if s["clipped_fraction"] is None else f"{s['clipped_fraction']:.0%}"
+        lines.append(
+            f"| {s['run']} | {s['change']} | {s['steps']} | {_cell(s['h90'])} | {_cell(s['h50'])} | "
+            f"{_cell(s['test_accuracy'])} | {_cell(s['median_grad_norm'], 2)} | "
+            f"{_cell(s['max_grad_norm'], 1)} | {clipped} |"
+        )
+    return lines
+
+
+def write_comparison(run_dirs: Sequence[Path], out_dir: Path) -> list[dict[str, Any]]:
+    """The comparison of ``run_dirs`` (the first is the baseline of the change column) into ``out_dir``."""
+    from gateloop.plots import plot_accuracy_by_span
+
+    if not run_dirs:
+        raise ValueError("--compare needs at least one --run")
+    baseline = json.loads((run_dirs[0] / "config.json").read_text())
+    summaries = [run_summary(d, baseline) for d in run_dirs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"h90 / h50: first span where the 8-wide windowed accuracy falls below 0.9 / 0.5 (— : never). "
+        f"Change: against {run_dirs[0].name}.",
+        "",
+        *table_lines(summaries),
+    ]
+    (out_dir / "report_table.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "runs.json").write_text(
+        json.dumps([{k: v for k, v in s.items() if k != "accuracy_by_span"} for s in summaries], indent=2)
+        + "\n"
+    )
+    plot_accuracy_by_span(
+        {s["run"]: s["accuracy_by_span"] for s in summaries}, out_dir / "accuracy_by_span.png", bin_width=8
+    )
+    print("\n".join(lines))
+    return summaries

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The Memory Horizon span diagnosis (issue 23): every run is one `gateloop train memory-horizon`
+# from the `diagnosis` preset (L 256, one reset, 5 000 steps, warm-up 5 %, the paper's optimiser
+# otherwise) with the flags that make its change. Runs go to $OUT/NAME and continue with --resume.
+#
+#   results/memory_horizon_diagnosis/run.sh                 # every run, in this order
+#   results/memory_horizon_diagnosis/run.sh steps-5k opt-d  # some of them
+#   OUT=~/elsewhere THREADS=1 CORE=1 results/memory_horizon_diagnosis/run.sh
+#
+# then the report: gateloop eval memory-horizon --compare results/memory_horizon_diagnosis --run $OUT/...
+set -euo pipefail
+OUT=${OUT:-$HOME/gateloop-runs/mh-diagnosis}
+THREADS=${THREADS:-1}
+CORE=${CORE:-1}
+PAPER_SHAPE=(--train.warmup-fraction 0.53)  # the paper's 10 000 of 18 900 steps of warm-up
+
+declare -A RUNS=(
+  [steps-5k]=""
+  [steps-2.5k]="--train.max-steps 2500"
+  [steps-10k]="--train.max-steps 10000"
+  [opt-a-paper-shape]="${PAPER_SHAPE[*]}"
+  [opt-c-lr1e-3]="--train.lr 1e-3"
+  [opt-d-paper-shape-no-clip]="${PAPER_SHAPE[*]} --train.grad-clip none"
+  [opt-e-paper-shape-clip10]="${PAPER_SHAPE[*]} --train.grad-clip 10"
+)
+ORDER=(opt-a-paper-shape steps-5k opt-d-paper-shape-no-clip opt-e-paper-shape-clip10 steps-2.5k opt-c-lr1e-3 steps-10k)
+
+for name in "${@:-${ORDER[@]}}"; do
+  [[ -v RUNS[$name] ]] || { echo "run.sh: unknown run $name; runs: ${ORDER[*]}" >&2; exit 2; }
+  echo "== $name: ${RUNS[$name]:-(the preset)}"
+  # shellcheck disable=SC2086  # the flags are words
+  OMP_NUM_THREADS=$THREADS taskset -c "$CORE" gateloop train memory-horizon --preset diagnosis \
+    --variant data-controlled ${RUNS[$name]} --threads "$THREADS" --out "$OUT/$name" --resume --no-progress
+done
