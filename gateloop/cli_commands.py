@@ -78,7 +78,6 @@ def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> in
 
     for run_dir in args.run:
         result, model_dir = evaluate_run(run_dir, device=runtime.device if runtime else None)
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
         print(f"evaluated {model_dir}; wrote {(run_dir / 'eval.json').resolve()}")
     if args.compare is not None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from gateloop.cli import main
 from gateloop.experiments.span_horizon import memory_horizons, windowed_accuracy
 from gateloop.experiments.span_report import config_change
 from gateloop.training import MetricsLogger
-from gateloop.training.grad_norms import GradNormWindow
+from gateloop.training.step_metrics import GradNormWindow
 from tests.test_cli import TOY
 from tests.training_helpers import tiny_trainer
 
@@ -37,13 +38,18 @@ def test_horizons_are_the_first_span_where_the_window_falls_below() -> None:
 def test_grad_norm_window_rows() -> None:
     window = GradNormWindow(clip=1.0)
     for norm in (0.5, 3.0, 2.0, 0.9):
-        window.add(norm)
-    assert window.pop(0.9) == {"grad_norm": 0.9, "grad_norm_max": 3.0, "clipped_fraction": 0.5}
-    window.add(0.1)
-    assert window.pop(0.1) == {"grad_norm": 0.1, "grad_norm_max": 0.1, "clipped_fraction": 0.0}
+        window.add(torch.tensor(norm))
+    assert window.pop(torch.tensor(0.9)) == pytest.approx(
+        {"grad_norm": 0.9, "grad_norm_max": 3.0, "clipped_fraction": 0.5}
+    )
+    window.add(torch.tensor(0.1))
+    assert window.pop(torch.tensor(0.1)) == pytest.approx(
+        {"grad_norm": 0.1, "grad_norm_max": 0.1, "clipped_fraction": 0.0}
+    )
     unclipped = GradNormWindow(clip=None)
-    unclipped.add(7.0)
-    assert unclipped.pop(7.0) == {"grad_norm": 7.0, "grad_norm_max": 7.0}  # no clip: nothing clipped
+    unclipped.add(torch.tensor(7.0))
+    unclipped.add(torch.tensor(float("nan")))  # a non-finite norm is the window's max, as inf
+    assert unclipped.pop(torch.tensor(7.0)) == {"grad_norm": 7.0, "grad_norm_max": float("inf")}
 
 
 def test_grad_norms_are_logged_without_a_clip(tmp_path) -> None:

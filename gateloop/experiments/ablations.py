@@ -37,7 +37,6 @@ from gateloop.experiments.parameter_matching import match_parameters
 from gateloop.experiments.run_config import RunConfig, field_names
 from gateloop.models import GateLoopConfig, TransformerConfig
 from gateloop.training import Runtime, TrainConfig, current_runtime
-from gateloop.training.wall_time import counted_wall_time
 
 __all__ = ["TASKS", "ConfigFields", "ablation_runs", "get_task", "parse_seeds", "parse_variants", "run_grid"]
 
@@ -210,10 +209,9 @@ def run_one(
         _say(runtime, f"{variant} seed {seed}: finished, skipped ({run_dir})")
         return read_record(run_dir) or record_from_final(task, variant, run, run_dir, shared, runtime)
     _say(runtime, f"{variant} seed {seed}: training into {run_dir}")
-    with counted_wall_time(run_dir, runtime) as wall:
-        result = task.train(run, run_dir, resume=resume, progress=progress, runtime=runtime, shared=shared)
+    result = task.train(run, run_dir, resume=resume, progress=progress, runtime=runtime, shared=shared)
     return write_record(
-        task, variant, run, run_dir, result.model, result.steps, wall.seconds, shared, runtime
+        task, variant, run, run_dir, result.model, result.steps, result.wall_time_s, shared, runtime
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from gateloop.data.prepare import TokenDataset
 from gateloop.experiments.language_model import MODELS, LMRun, as_model, evaluate_perplexity, train
 from gateloop.training import MetricsLogger, Runtime, current_runtime
-from gateloop.training.wall_time import counted_wall_time, minutes
+from gateloop.training.wall_time import minutes
 
 PAPER_TABLE_1 = {"transformer": 18.6, "gateloop": 13.4}  # WikiText-103 test perplexity, 125M models
 
@@ -45,10 +45,9 @@ def run_experiment(
         run = as_model(base, model, match_parameters=True)
         if runtime.is_main:
             print(f"[lm] training {model}", flush=True)
-        with counted_wall_time(out_dir / model, runtime) as wall:
-            trained = train(run, out_dir / model, resume=resume, progress=progress, runtime=runtime)
+        trained = train(run, out_dir / model, resume=resume, progress=progress, runtime=runtime)
         test = evaluate_perplexity(trained.model, dataset["test"], seq_len=run.data.seq_len)
-        results[model] = {**trained.summary(), "test": test, "wall_time_s": wall.seconds}
+        results[model] = {**trained.summary(), "test": test, "wall_time_s": trained.wall_time_s}
     if runtime.is_main:
         _write_reports(base, name, dataset, results, out_dir)
     return results

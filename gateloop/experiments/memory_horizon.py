@@ -199,13 +199,13 @@ def batch_fn(run: MemoryHorizonRun, x: Tensor, y: Tensor, runtime: Runtime):
     return next_batch
 
 
-def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
     logits = model(batch.inputs)  # (b, L, max_output)
     loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
     if batch.weight != 1.0:
         loss = loss * batch.weight
     accuracy = (logits.argmax(-1) == batch.targets).float().mean()
-    return loss, {"train_accuracy": float(accuracy)}
+    return loss, {"train_accuracy": accuracy.detach()}  # a tensor: read on log steps only
 
 
 @torch.no_grad()
@@ -272,12 +272,9 @@ def train(
         },
         runtime=runtime,
         progress=progress,
+        labels={"variant": run.variant},
     )
-    result = trainer.train(resume=resume)
-    if runtime.is_main:
-        report = {"variant": run.variant, "steps": result.steps, **result.evaluation}
-        (Path(run_dir) / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return result
+    return trainer.train(resume=resume)
 
 
 @torch.no_grad()
@@ -307,13 +304,17 @@ def transition_magnitudes(model: GateLoopLM, inputs: Tensor) -> list[Tensor]:
 def evaluate_run(
     run_dir: str | Path, device: torch.device | str | None = None
 ) -> tuple[dict[str, Any], Path]:
-    """Evaluate a trained run (``final/``, else its latest checkpoint) on its test set; returns the
-    result (as written to ``eval.json``) and the weights' directory."""
+    """Evaluate a trained run (``final/``, else its latest checkpoint) on its test set and write
+    ``eval.json`` (``write_eval``); returns the record written and the weights' directory."""
     from gateloop.training import trained_model_dir
+    from gateloop.training.checkpoint import trained_steps
+    from gateloop.training.evaluation import write_eval
 
     run = MemoryHorizonRun.load(run_dir)
     model_dir = trained_model_dir(run_dir)
     model = model_class(run.model).from_pretrained(model_dir, device=device)
     data = load_data(run.data)
     result = evaluate(model, data["x_test"], data["y_test"], run.data.reset_id)
-    return {"variant": run.variant, "weights": str(model_dir), **result}, model_dir
+    steps, weights = trained_steps(run_dir, model_dir), str(model_dir.relative_to(run_dir))
+    path = write_eval(run_dir, result, steps=steps, weights=weights, labels={"variant": run.variant})
+    return json.loads(path.read_text()), model_dir

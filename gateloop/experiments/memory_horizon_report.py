@@ -18,7 +18,7 @@ from gateloop.experiments.memory_horizon import (
     with_variant,
 )
 from gateloop.training import MetricsLogger, Runtime, TrainResult, current_runtime
-from gateloop.training.wall_time import counted_wall_time, minutes
+from gateloop.training.wall_time import minutes
 
 
 def run_experiment(
@@ -42,11 +42,10 @@ def run_experiment(
         steps = run.resolve(runtime.world_size)[1].max_steps
         if runtime.is_main:
             print(f"[memory-horizon] training {variant} ({steps} steps, L={run.data.seq_len})", flush=True)
-        with counted_wall_time(out_dir / variant, runtime) as total:
-            results[variant] = train(
-                run, out_dir / variant, resume=resume, progress=progress, runtime=runtime, data=data
-            )
-        wall[variant] = total.seconds
+        results[variant] = train(
+            run, out_dir / variant, resume=resume, progress=progress, runtime=runtime, data=data
+        )
+        wall[variant] = results[variant].wall_time_s
     if runtime.is_main:
         figures = _figures(results, data["x_test"][0], base.data.reset_id, out_dir)
         _write_reports(base, name, results, wall, figures, out_dir)

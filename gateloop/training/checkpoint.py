@@ -123,6 +123,17 @@ def save_checkpoint(
     return final
 
 
+def trained_steps(run_dir: str | Path, model_dir: str | Path) -> int:
+    """The optimizer steps behind ``model_dir``: a checkpoint's recorded step, or for ``final/``
+    the run's ``max_steps`` (``config.json``)."""
+    from gateloop.training.run_dir import read_run_config  # run_dir imports this module
+
+    model_dir = Path(model_dir)
+    if model_dir.name == "final":
+        return int(read_run_config(run_dir)["resolved"]["max_steps"])
+    return int(model_dir.name.removeprefix("step_"))
+
+
 def save_final(run_dir: str | Path, model: CausalModel) -> Path:
     """``run_dir/final`` (``save_pretrained`` layout), published like a checkpoint."""
     run_dir = Path(run_dir)

@@ -38,8 +38,27 @@ class Runtime:
         return self.world_size > 1
 
 
+def flush_denormal_enabled() -> bool:
+    """Whether subnormals are flushed now. PyTorch has a setter only, so probe it: a subnormal
+    times one is zero exactly when denormals-are-zero is on."""
+    subnormal = torch.tensor([1e-40], dtype=torch.float32)  # below float32's 1.18e-38 normal range
+    return bool((subnormal * 1.0)[0] == 0)
+
+
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Subnormals flushed to zero inside the block (see ``configure_cpu``), the previous setting
+    restored after: the trainer's scope, so that a library user's process keeps its own."""
+    before = flush_denormal_enabled()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def configure_cpu(threads: int | None = None) -> None:
-    """Process-wide CPU settings every entry point applies (the CLI, the trainer).
+    """Process-wide CPU settings of a ``gateloop`` command (the CLI applies them once).
 
     Flush-to-zero for subnormals: long products of decays |a| < 1 drift into subnormal floats,
     whose arithmetic is ~100x slower on x86 CPUs (docs/numerics.md, "Subnormals"); values that

@@ -6,11 +6,15 @@ a dict of dicts); the metrics log keeps its scalar entries and the trainer retur
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from gateloop.training.files import atomic_write_text
 
 EvalFn = Callable[[nn.Module], dict[str, Any]]
 
@@ -40,3 +44,23 @@ class Evaluator:
             result = self.fn(model)
         self.last = (step, result)
         return result
+
+
+EVAL_NAME = "eval.json"
+
+
+def write_eval(
+    run_dir: str | Path,
+    evaluation: Mapping[str, Any],
+    *,
+    steps: int,
+    weights: str,
+    labels: Mapping[str, Any] | None = None,
+) -> Path:
+    """``RUN/eval.json``, the one writer of it (the trainer's final evaluation and ``gateloop eval``
+    alike): ``labels`` (what the run is, e.g. its variant), the steps the weights were trained
+    for, which weights (``final`` or ``checkpoints/step_*``, relative to the run) and the result."""
+    path = Path(run_dir) / EVAL_NAME
+    record = {**(labels or {}), "steps": steps, "weights": weights, **evaluation}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path

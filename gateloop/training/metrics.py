@@ -127,7 +127,8 @@ class TrainLog:
         rate = {}
         if self.tokens_per_step:
             rate = {"tokens_per_s": self._window_steps * self.tokens_per_step / elapsed}
-        self.last = {"step": step, **values, **rate, **extras}
+        # the loss function's extras may be tensors (not read on steps that do not log)
+        self.last = {"step": step, **values, **rate, **{k: float(v) for k, v in extras.items()}}
         if self.runtime.is_main:
             self.metrics.log(self.last)
         if self._bar is not None:

@@ -10,7 +10,6 @@ weights after a resume are identical to those of a run that was never killed.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,20 +26,22 @@ from gateloop.training.config import Schedule, TrainConfig
 from gateloop.training.distributed import (
     Runtime,
     barrier,
-    configure_cpu,
     current_runtime,
+    flush_denormal,
     mean_over_ranks,
     wrap_data_parallel,
 )
-from gateloop.training.evaluation import EvalFn, Evaluator, scalars
-from gateloop.training.grad_norms import GradNormWindow
+from gateloop.training.evaluation import EvalFn, Evaluator, scalars, write_eval
 from gateloop.training.metrics import MetricsLogger, TrainLog
 from gateloop.training.optim import build_optimizer, build_scheduler
 from gateloop.training.run_dir import RunLock, start_run_dir
+from gateloop.training.step_metrics import GradNormWindow, NonFiniteLoss
 from gateloop.training.trackers import open_trackers, parse_trackers
+from gateloop.training.wall_time import counted_wall_time
 
 Batch = Any
-LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
+# extras: scalars to log beside the loss, floats or 0-d tensors (read on log steps only)
+LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float | Tensor]]]
 BatchFn = Callable[[int, int], Batch]  # (step, micro-batch index) -> this process's batch
 
 
@@ -53,6 +54,7 @@ class TrainResult:
     steps: int
     train_metrics: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float | None = None  # over every session of the run (None: unknown, see wall_time)
 
     def summary(self) -> dict[str, Any]:
         """One flat dict of scalars: steps, parameters, last training metrics, final evaluation."""
@@ -86,9 +88,9 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         runtime: Runtime | None = None,
         progress: bool = True,
+        labels: dict[str, Any] | None = None,
     ) -> None:
         config.validate()
-        configure_cpu()
         self.model = model
         self.config = config
         self.schedule = schedule
@@ -96,6 +98,7 @@ class Trainer:
         self.next_batch = next_batch
         self.loss_fn = loss_fn
         self.run_config = run_config or {}
+        self.labels = labels or {}  # what eval.json says the run is beside its numbers ({"variant": ...})
         self.runtime = runtime or current_runtime(next(model.parameters()).device)
         self.optimizer = build_optimizer(
             model,
@@ -125,6 +128,7 @@ class Trainer:
         )
         self.step = 0
         self.grad_norms = GradNormWindow(config.grad_clip)
+        self.finite = NonFiniteLoss()
         # recomputation, parallelism and compilation are applied from outside; checkpoints save the
         # bare model (activation checkpointing keeps its parameter names)
         if config.activation_checkpointing:
@@ -135,8 +139,10 @@ class Trainer:
         self.forward_module = forward
 
     # ------------------------------------------------------------------ one step
-    def _micro_step(self, micro: int) -> tuple[float, dict[str, float]]:
-        """Forward and backward of one micro-batch; DDP syncs gradients on the last one only."""
+    def _micro_step(self, micro: int) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """Forward and backward of one micro-batch; DDP syncs gradients on the last one only.
+        Returns the micro-batch's share of the step's loss as a detached tensor: reading it (a
+        host sync on a GPU) waits for the log step."""
         cfg = self.config
         sync = contextlib.nullcontext()
         if self.runtime.distributed and micro < cfg.grad_accum - 1:
@@ -147,22 +153,25 @@ class Trainer:
         with sync:
             with autocast:
                 loss, extras = self.loss_fn(self.forward_module, self.next_batch(self.step, micro))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; stopping")
+            self.finite.record(loss, self.step)
             (loss / cfg.grad_accum).backward()
-        return loss.item() / cfg.grad_accum, extras
+        return loss.detach() / cfg.grad_accum, extras
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over ``grad_accum`` micro-batches; the step's loss (this process),
-        gradient norm and the loss function's extras."""
+        gradient norm (both tensors: nothing here waits for the device) and the loss function's
+        extras."""
         self.model.train()
-        total, extras = 0.0, {}
+        total: Tensor | float = 0.0
+        extras: dict[str, float | Tensor] = {}
         for micro in range(self.config.grad_accum):
             part, extras = self._micro_step(micro)
-            total += part
-        # the global norm before clipping, also without a clip (max_norm inf only measures it)
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+            total = total + part
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        if self.config.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
+        else:  # measured only: the metrics carry the norm of unclipped runs too
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
         self.grad_norms.add(grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -188,10 +197,17 @@ class Trainer:
     def train(self, *, resume: bool = False) -> TrainResult:
         """Train to ``max_steps`` (continuing the latest checkpoint when ``resume``), evaluate,
         save ``final/``; returns the model and the final evaluation. Rank 0 holds the run
-        directory's lock throughout: a second writer is refused."""
+        directory's lock throughout: a second writer is refused. The session's wall time is added
+        to ``RUN/wall_time.json`` (``TrainResult.wall_time_s``: the run's total over sessions).
+
+        Subnormal floats are flushed to zero while it trains (``flush_denormal``) and the setting
+        is restored after: nothing outside ``train`` changes."""
+        started_empty = not self.run_dir.exists()  # before the lock creates the directory
         lock = RunLock(self.run_dir) if self.runtime.is_main else contextlib.nullcontext()
-        with lock:
-            return self._train(resume)
+        with lock, flush_denormal(), counted_wall_time(self.run_dir, self.runtime, started_empty) as wall:
+            result = self._train(resume)
+        result.wall_time_s = wall.seconds
+        return result
 
     def _train(self, resume: bool) -> TrainResult:
         self._resume_or_start(resume)
@@ -212,13 +228,17 @@ class Trainer:
             start = time.perf_counter()
             out = self.train_step()
             self.log.step_done(time.perf_counter() - start)
-            if self.log.should_log(self.step, max_steps):
-                loss = mean_over_ranks(out["loss"], self.runtime)  # the global batch's loss
+            logging = self.log.should_log(self.step, max_steps)
+            saving = self.checkpointer.should_save(self.step, max_steps)
+            if logging or saving:
+                self.finite.check()  # the one host sync of a step that logs or saves
+            if logging:
+                loss = mean_over_ranks(float(out["loss"]), self.runtime)  # the global batch's loss
                 values = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
                 self.log.write(self.step, {**values, **self.grad_norms.pop(out["grad_norm"])}, out["extras"])
             if self.evaluator is not None and self.evaluator.should_evaluate(self.step):
                 self._evaluate_and_log()
-            if self.checkpointer.should_save(self.step, max_steps):
+            if saving:
                 self.checkpointer.save(
                     self.step,
                     self.model,
@@ -230,6 +250,8 @@ class Trainer:
         evaluation = self._final_evaluation()
         if self.runtime.is_main:
             save_final(self.run_dir, self.model)
+            if self.evaluator is not None:
+                write_eval(self.run_dir, evaluation, steps=self.step, weights="final", labels=self.labels)
         barrier(self.runtime)
         return TrainResult(self.model, self.step, dict(self.log.last), evaluation)
 

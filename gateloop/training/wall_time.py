@@ -1,6 +1,6 @@
 """Wall time spent on a run directory, summed over the sessions that trained it
-(``RUN/wall_time.json``), so that a report of a run continued with ``--resume`` gives its whole
-cost, not the last session's.
+(``RUN/wall_time.json``, counted by ``Trainer.train`` for every run), so that a report of a run
+continued with ``--resume`` gives its whole cost, not the last session's.
 
 A session stopped by an exception (Ctrl-C, SIGTERM) counts; one killed by SIGKILL does not. A
 run directory that already held training when its first counted session began (made before wall
@@ -36,11 +36,17 @@ def read_wall_time(run_dir: Path) -> float | None:
 
 
 @contextmanager
-def counted_wall_time(run_dir: Path, runtime: Runtime) -> Iterator[WallTime]:
-    """Count the session's seconds into ``run_dir``'s total, also when the session raises."""
+def counted_wall_time(
+    run_dir: Path, runtime: Runtime, started_empty: bool | None = None
+) -> Iterator[WallTime]:
+    """Count the session's seconds into ``run_dir``'s total, also when the session raises.
+    ``started_empty``: whether ``run_dir`` did not exist when the session began (default: looked
+    up now; the trainer looks before its lock creates the directory)."""
     path = run_dir / WALL_TIME_NAME
+    if started_empty is None:
+        started_empty = not run_dir.exists()
     # a directory with training in it but no total: its earlier sessions went uncounted
-    before = read_wall_time(run_dir) if path.is_file() else (None if run_dir.exists() else 0.0)
+    before = read_wall_time(run_dir) if path.is_file() else (0.0 if started_empty else None)
     total = WallTime()
     start = time.perf_counter()
     try:
