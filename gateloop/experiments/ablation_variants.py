@@ -25,8 +25,6 @@ from typing import Any
 from gateloop.experiments.run_config import heads_of, transformer_like
 from gateloop.models.config import TRANSITION_PRESETS, GateLoopConfig, ModelConfig
 
-FAMILIES = ("gateloop", "transformer")
-
 
 @dataclass(frozen=True)
 class Variant:

@@ -236,10 +236,6 @@ class Checkpointer:
             )
         barrier(self.runtime)
 
-    def latest(self) -> Path | None:
-        found = checkpoint_dirs(self.run_dir)
-        return found[-1] if found else None
-
     def restore(
         self,
         model: CausalModel,

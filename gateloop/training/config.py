@@ -4,7 +4,6 @@ resolved in one place."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +116,3 @@ class Schedule:
             "steps_per_epoch": self.steps_per_epoch,
         }
 
-
-def ceil_steps(examples: int, rows_per_step: int) -> int:
-    """Optimizer steps in one epoch of ``examples`` rows taken ``rows_per_step`` at a time."""
-    return math.ceil(examples / rows_per_step)

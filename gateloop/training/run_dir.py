@@ -67,8 +67,8 @@ def check_run_config_format(saved: dict[str, Any], path: str | Path) -> None:
         f"{path} was written by an older gateloop (run-config format {saved.get('format', 1)}; this "
         f"version reads format {RUN_CONFIG_FORMAT}) and is not read here, so that nothing in it is "
         "misread. Its weights still load: GateLoopLM.from_pretrained / TransformerLM.from_pretrained on "
-        "its final/ or checkpoints/step_*/ directory. To continue training it, use the release that wrote "
-        "it (git checkout 614543d), or start a new run directory with --preset or a new --config."
+        "its final/ or checkpoints/step_*/ directory. Its settings cannot be resumed: start a new run "
+        "directory with --preset and the flags of the settings it used (`gateloop train TASK --help`)."
     )
 
 
