@@ -39,7 +39,8 @@ MODES = ("plain", "checkpointed")
 
 
 def worker(preset: str, seq_len: int, batch: int, mode: str) -> dict[str, object]:
-    from gateloop.experiments.language_model import PRESETS, build_model
+    from gateloop.experiments.language_model import PRESETS
+    from gateloop.models.registry import build_model
     from gateloop.training.activation_checkpointing import apply_activation_checkpointing
 
     prepare_worker()

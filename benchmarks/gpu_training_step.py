@@ -45,7 +45,8 @@ SMALL = {"preset": "cpu", "lengths": (128, 256), "tokens_per_step": 1024, "promp
 
 
 def _model(sizes: dict[str, Any], name: str, device: torch.device) -> torch.nn.Module:
-    from gateloop.experiments.language_model import build_model, preset
+    from gateloop.experiments.language_model import preset
+    from gateloop.models.registry import build_model
 
     torch.manual_seed(0)
     # GPT-2's vocabulary, as the paper's WikiText-103 runs (the cpu preset's data decides its own)

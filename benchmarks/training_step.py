@@ -65,8 +65,9 @@ def _swap_in_peer() -> None:
 
 def _build(row: dict[str, Any]) -> tuple[torch.nn.Module, int, int]:
     """(model, input vocabulary, output classes)."""
-    from gateloop.experiments.language_model import as_model, build_model, preset
+    from gateloop.experiments.language_model import as_model, preset
     from gateloop.models import GateLoopConfig, GateLoopLM
+    from gateloop.models.registry import build_model
 
     torch.manual_seed(0)
     if row["task"] == "memory-horizon":

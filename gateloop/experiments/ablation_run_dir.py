@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from gateloop.experiments.ablation_tasks import AblationTask
-from gateloop.experiments.parameter_matching import count_non_embedding
-from gateloop.experiments.run_config import SECTIONS, RunConfig, model_class
+from gateloop.experiments.run_config import SECTIONS, RunConfig
 from gateloop.machine import cpu_name
 from gateloop.models import TransformerConfig
 from gateloop.models.base import CausalModel
+from gateloop.models.registry import model_class
 from gateloop.training import MetricsLogger, Runtime, read_run_config
 from gateloop.training.files import atomic_write_text
 from gateloop.training.run_dir import config_differences
@@ -70,7 +70,7 @@ def write_record(
         "seed": run.train.seed,
         "family": "transformer" if isinstance(run.model, TransformerConfig) else "gateloop",
         "parameters": model.num_parameters(),
-        "non_embedding_parameters": count_non_embedding(model),
+        "non_embedding_parameters": model.num_parameters(non_embedding=True),
         "d_channel_mixing": run.model.d_channel_mixing,
         "n_head": getattr(run.model, "n_head", None),
         "steps": steps,

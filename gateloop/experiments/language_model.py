@@ -23,16 +23,10 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.prepare import TokenDataset
-from gateloop.experiments.run_config import (
-    RunConfig,
-    build_model,
-    field_names,
-    heads_of,
-    model_class,
-    transformer_like,
-)
+from gateloop.experiments.run_config import RunConfig, field_names, heads_of, transformer_like
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.base import CausalModel
+from gateloop.models.registry import build_model, model_class
 from gateloop.training import (
     Runtime,
     Schedule,
@@ -128,11 +122,9 @@ def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
     """``run`` (a GateLoop run) for model ``name``; with ``match_parameters`` the parameter count
     is matched to GateLoop's by the FFN width (``parameter_matching.match_parameters``).
 
-    A GateLoop layer has 6·d² time-mixing weights (q, k, v, α, β, out), attention 4·d² (q, k, v,
-    out); the Transformer gets ``d_model`` extra FFN units, which adds the missing 2·d² per layer;
-    the fixed variant drops the α, β projections (2·d² per layer) for one α, β per channel and gets
-    the same compensation (with SISO heads and d_qk = d_v = d_model the match is exactly d_model
-    units for both).
+    The Transformer (no α, β projections) and the fixed variant (one α, β per channel instead) have
+    fewer time-mixing weights than GateLoop; ``match_parameters`` widens their FFN until the
+    non-embedding count, measured on the meta device, is GateLoop's (within its tolerance).
     """
     from gateloop.experiments.parameter_matching import match_parameters as matched
 

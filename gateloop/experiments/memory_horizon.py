@@ -22,9 +22,10 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
-from gateloop.experiments.run_config import RunConfig, build_model, model_class
+from gateloop.experiments.run_config import RunConfig
 from gateloop.experiments.span_horizon import memory_horizons
-from gateloop.models import GateLoopConfig, GateLoopLM, ModelConfig, TransformerConfig
+from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
+from gateloop.models.registry import build_model, model_class
 from gateloop.training import Runtime, Schedule, TrainConfig, Trainer, TrainResult, current_runtime
 
 VARIANTS = {"data-controlled": True, "fixed": False}  # variant -> model.data_controlled
@@ -275,30 +276,6 @@ def train(
         labels={"variant": run.variant},
     )
     return trainer.train(resume=resume)
-
-
-@torch.no_grad()
-def transition_magnitudes(model: GateLoopLM, inputs: Tensor) -> list[Tensor]:
-    """|a| of every layer for one sequence ``inputs`` [L]: a list of [L, channels] tensors
-    (GateLoop models only: a Transformer has no state transitions)."""
-    if not isinstance(model, GateLoopLM):
-        raise TypeError(f"model must be a GateLoopLM (it has state transitions), got {type(model).__name__}")
-    captured: list[Tensor] = []
-    hooks = [
-        block.time_mixing.register_forward_hook(
-            lambda module, args, _out: captured.append(
-                torch.exp(module.log_transitions(args[0]).real)[0].flatten(1).cpu()
-            )
-        )
-        for block in model.blocks
-    ]
-    try:
-        model.eval()
-        model(inputs[None].to(next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
 
 
 def evaluate_run(

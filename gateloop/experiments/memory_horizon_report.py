@@ -14,7 +14,6 @@ from gateloop.experiments.memory_horizon import (
     MemoryHorizonRun,
     load_data,
     train,
-    transition_magnitudes,
     with_variant,
 )
 from gateloop.training import MetricsLogger, Runtime, TrainResult, current_runtime
@@ -59,7 +58,7 @@ def _figures(results: dict[str, TrainResult], sample: Any, reset_id: int, out_di
     figures = {}
     for variant, result in results.items():
         figures[f"fig5_{variant}"] = plot_transition_magnitudes(
-            transition_magnitudes(result.model, sample),  # type: ignore[arg-type]
+            result.model.transition_magnitudes(sample),  # type: ignore[operator]
             resets,
             out_dir / f"fig5_transition_magnitudes_{variant}.png",
             title=f"|a| per layer and channel, {variant} model, test sample 0 (resets dashed red)",

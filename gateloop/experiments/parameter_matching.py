@@ -3,41 +3,39 @@
 The variants of a comparison differ in their time mixing: a GateLoop layer has q, k, v, output and
 the α, β projections, attention has q, k, v and output, a fixed-transition layer one α, β per
 channel. A variant with fewer parameters than the reference gets extra FFN units in every block
-(each costs 2·d_model + 1 parameters), as ``language_model.as_model(match_parameters=True)`` does
-in closed form for its three models; here the count is measured on the meta device (no memory, no
-init), so any variant of any task is matched the same way.
+(each costs 2·d_model + 1 parameters). No closed form: the count is measured on a model built on
+the meta device (no memory, no init), so any variant of any task (and
+``language_model.as_model(match_parameters=True)``) is matched the same way.
 
-Counts are compared without the embedding and the head (``non_embedding_parameters``): those
-depend on the vocabulary only, which every variant shares, and would hide differences in the
-blocks on a large vocabulary.
+Counts are compared without the embedding and the head (``non_embedding_parameters``, i.e.
+``CausalModel.num_parameters(non_embedding=True)``): those depend on the vocabulary only, which
+every variant shares, and would hide differences in the blocks on a large vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from gateloop.experiments.run_config import model_class
 from gateloop.models.base import CausalModel
 from gateloop.models.config import ModelConfig
+from gateloop.models.registry import model_class
 
 TOLERANCE = 0.05  # matched counts are within 5 % of the reference
 
 
 def non_embedding_parameters(config: ModelConfig) -> int:
     """Parameters of the blocks and the final norm (the embedding and head excluded)."""
-    return count_non_embedding(model_class(config)(config, device="meta"))  # type: ignore[call-arg]
-
-
-def count_non_embedding(model: CausalModel) -> int:
-    """Parameters of ``model`` outside its embedding and (untied) head."""
-    embedding = [model.embed, *([model.head] if model.head is not None else [])]
-    skip = {id(p) for module in embedding for p in module.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+    return _on_meta(config).num_parameters(non_embedding=True)
 
 
 def total_parameters(config: ModelConfig) -> int:
     """Every parameter of the model ``config`` builds (tied embeddings counted once)."""
-    return model_class(config)(config, device="meta").num_parameters()  # type: ignore[call-arg]
+    return _on_meta(config).num_parameters()
+
+
+def _on_meta(config: ModelConfig) -> CausalModel:
+    # the meta device: shapes only, so counting a 125M-parameter model allocates nothing
+    return model_class(config)(config, device="meta")
 
 
 def match_parameters(config: ModelConfig, reference: ModelConfig) -> ModelConfig:

@@ -15,8 +15,6 @@ from typing import Any, ClassVar, TypeVar
 
 from gateloop._validation import check_positive_int
 from gateloop.config_utils import dataclass_from_dict, to_dict
-from gateloop.models import GateLoopLM, TransformerLM
-from gateloop.models.base import CausalModel
 from gateloop.models.config import ModelConfig, TransformerConfig
 from gateloop.training.config import TrainConfig
 from gateloop.training.run_dir import read_run_config
@@ -97,16 +95,6 @@ class RunConfig:
 
 def field_names(config_class: type) -> set[str]:
     return {f.name for f in dataclasses.fields(config_class)}
-
-
-def model_class(config: ModelConfig) -> type[CausalModel]:
-    """The model a config builds: ``TransformerLM`` for a ``TransformerConfig``, else ``GateLoopLM``."""
-    return TransformerLM if isinstance(config, TransformerConfig) else GateLoopLM
-
-
-def build_model(config: ModelConfig) -> CausalModel:
-    """A freshly initialised model of ``config``'s family (the caller seeds the RNG)."""
-    return model_class(config)(config)  # type: ignore[arg-type]
 
 
 def heads_of(width: int, head_dim: int) -> int:

@@ -15,15 +15,14 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
-from gateloop.hf.modeling import GateLoopForCausalLM, GateLoopTransformerForCausalLM
+from gateloop.hf.modeling import HF_MODELS, GateLoopForCausalLM, GateLoopTransformerForCausalLM
 
 
 def register() -> None:
-    """Register both models with the Auto classes (idempotent: ``exist_ok=True``)."""
-    for config_class, model_class in (
-        (GateLoopHFConfig, GateLoopForCausalLM),
-        (GateLoopTransformerHFConfig, GateLoopTransformerForCausalLM),
-    ):
+    """Register every model of ``HF_MODELS`` (one per model family of the registry that has a
+    Hugging Face form) with the Auto classes (idempotent: ``exist_ok=True``)."""
+    for model_class in HF_MODELS.values():
+        config_class = model_class.config_class
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
 

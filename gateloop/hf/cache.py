@@ -1,4 +1,4 @@
-"""The decoding cache that Hugging Face ``generate`` carries between steps: our ``RecurrentCache``
+"""The decoding cache that Hugging Face ``generate`` carries between steps: our ``DecodingCache``
 (one complex ``[B, H, dk, dv]`` state per GateLoop layer, a KV dict per attention layer) with the
 few methods ``generate`` calls on a cache (beam reordering, batch expansion, the length)."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gateloop.models.generation import RecurrentCache
+from gateloop.models.generation import DecodingCache
 
 
-class GateLoopCache(RecurrentCache):
-    """``RecurrentCache`` for ``transformers.GenerationMixin``; updated in place by the model's forward.
+class GateLoopCache(DecodingCache):
+    """``DecodingCache`` for ``transformers.GenerationMixin``; updated in place by the model's forward.
 
     It is not a ``transformers.Cache`` (whose layer API is built around keys and values and changes
     between releases): ``generate`` only needs ``reorder_cache`` for beam search, and the model tells

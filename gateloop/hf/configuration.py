@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from transformers import PreTrainedConfig
 
 from gateloop.models.config import GateLoopConfig, ModelConfig, TransformerConfig
+from gateloop.models.registry import config_class
 
 # our field -> Hugging Face's standard name
 STANDARD_NAMES = {
@@ -121,7 +122,22 @@ class GateLoopTransformerHFConfig(_NativeBackedConfig):
     native_class: ClassVar[type[ModelConfig]] = TransformerConfig
 
 
-HF_CONFIGS: dict[str, type[_NativeBackedConfig]] = {
-    GateLoopConfig.model_type: GateLoopHFConfig,
-    TransformerConfig.model_type: GateLoopTransformerHFConfig,
-}
+def _by_native_type(*classes: type[_NativeBackedConfig]) -> dict[str, type[_NativeBackedConfig]]:
+    """``{native model_type: HF config class}``; each ``native_class`` must be the registry's config
+    class of its model_type (``gateloop.models.registry``), so the HF side cannot drift from it."""
+    table: dict[str, type[_NativeBackedConfig]] = {}
+    for hf_class in classes:
+        model_type = hf_class.native_class.model_type
+        if config_class(model_type) is not hf_class.native_class:
+            raise ValueError(
+                f"{hf_class.__name__}.native_class is {hf_class.native_class.__name__}, but the model "
+                f"registry gives {config_class(model_type).__name__} for model_type {model_type!r}"
+            )
+        table[model_type] = hf_class
+    return table
+
+
+# keyed by our model_type (the registry's), not by the HF one ("gateloop_transformer")
+HF_CONFIGS: dict[str, type[_NativeBackedConfig]] = _by_native_type(
+    GateLoopHFConfig, GateLoopTransformerHFConfig
+)

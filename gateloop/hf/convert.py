@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from gateloop.hf.configuration import HF_CONFIGS, _NativeBackedConfig
+from gateloop.hf.modeling import HF_MODELS
 from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME
-from gateloop.models.config import GateLoopConfig, ModelConfig, TransformerConfig
+from gateloop.models.registry import config_class
 
 PREFIX = "model."  # the HF classes hold our model as ``self.model``
-NATIVE_CONFIGS: dict[str, type[ModelConfig]] = {c.model_type: c for c in (GateLoopConfig, TransformerConfig)}
+# the HF config classes by their own model_type ("gateloop_transformer"), as an HF config.json names it
 BY_HF_TYPE: dict[str, type[_NativeBackedConfig]] = {c.model_type: c for c in HF_CONFIGS.values()}
 
 
@@ -65,12 +66,11 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     model_dir, run_dir = resolve_model_dir(source)
     saved = _read_config(model_dir, "a gateloop model directory")
     model_type = saved.get("model_type")
-    if model_type not in NATIVE_CONFIGS:
+    if model_type not in HF_CONFIGS:  # the model registry's types that have a Hugging Face form
         raise ValueError(
-            f"{model_dir / CONFIG_NAME} has model_type {model_type!r}; "
-            f"expected one of {sorted(NATIVE_CONFIGS)}"
+            f"{model_dir / CONFIG_NAME} has model_type {model_type!r}; expected one of {sorted(HF_CONFIGS)}"
         )
-    native = NATIVE_CONFIGS[model_type].from_dict(saved)
+    native = config_class(model_type).from_dict(saved)
     spec, dataset_dir = _run_tokenizer(run_dir)
     if spec is not None and spec.get("vocab_size") != native.vocab_size:
         raise ValueError(
@@ -101,30 +101,30 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
 
 # the "remote code" of a converted directory: our classes, from the installed gateloop package
 AUTO_MODULE = "gateloop_auto"
-AUTO_SOURCE = '''"""Hugging Face "remote code" of a GateLoop model: the classes of the installed
+AUTO_NAMES = sorted(name for m in HF_MODELS.values() for name in (m.__name__, m.config_class.__name__))
+AUTO_SOURCE = (
+    '''"""Hugging Face "remote code" of a GateLoop model: the classes of the installed
 gateloop package (pip install "gateloop[hf]"), so that tools which cannot `import gateloop.hf`
 first (the lm_eval command) load this directory with trust_remote_code=True."""
 
 from gateloop.hf import (  # noqa: F401
-    GateLoopForCausalLM,
-    GateLoopHFConfig,
-    GateLoopTransformerForCausalLM,
-    GateLoopTransformerHFConfig,
-)
 '''
+    + "".join(f"    {name},\n" for name in AUTO_NAMES)
+    + ")\n"
+)
 
 
 def write_auto_map(directory: Path, model_type: str) -> None:
     """Add ``gateloop_auto.py`` and an ``auto_map`` to ``directory/config.json``: with
     ``trust_remote_code=True`` the Auto classes find our classes without ``import gateloop.hf``."""
     (directory / f"{AUTO_MODULE}.py").write_text(AUTO_SOURCE)
-    model_class = _architecture(model_type)
-    config_class = HF_CONFIGS[model_type].__name__
+    model_name = _architecture(model_type)
+    config_name = HF_CONFIGS[model_type].__name__
     path = directory / CONFIG_NAME
     saved = json.loads(path.read_text())
     saved["auto_map"] = {
-        "AutoConfig": f"{AUTO_MODULE}.{config_class}",
-        "AutoModelForCausalLM": f"{AUTO_MODULE}.{model_class}",
+        "AutoConfig": f"{AUTO_MODULE}.{config_name}",
+        "AutoModelForCausalLM": f"{AUTO_MODULE}.{model_name}",
     }
     path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
@@ -136,8 +136,8 @@ def hf_to_native(source: str | Path, out: str | Path) -> Path:
 
     source = Path(source)
     saved = _read_config(source, "a Hugging Face GateLoop model directory")
-    config_class = check_hf_model_type(saved, source / CONFIG_NAME)
-    native = config_class.from_dict(saved).to_native()
+    hf_config_class = check_hf_model_type(saved, source / CONFIG_NAME)
+    native = hf_config_class.from_dict(saved).to_native()
     weights = _load_hf_weights(source)
     foreign = sorted(name for name in weights if not name.startswith(PREFIX))
     if foreign:
@@ -187,5 +187,5 @@ def _run_tokenizer(run_dir: Path | None) -> tuple[dict[str, Any] | None, Path | 
 
 
 def _architecture(model_type: str) -> str:
-    gateloop = model_type == GateLoopConfig.model_type
-    return "GateLoopForCausalLM" if gateloop else "GateLoopTransformerForCausalLM"
+    """The HF causal-LM class name of our ``model_type`` (what ``architectures`` records)."""
+    return HF_MODELS[model_type].__name__

@@ -19,8 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
-from gateloop.models import GateLoopLM, TransformerLM
-from gateloop.models.base import CausalModel
+from gateloop.models.registry import build_model
 from gateloop.training.activation_checkpointing import (
     apply_activation_checkpointing,
     remove_activation_checkpointing,
@@ -31,9 +30,9 @@ SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
 
 
 class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
-    """The shared adapter: ``self.model`` is our model; weights are ``model.<our names>``."""
+    """The shared adapter: ``self.model`` is our model (the model registry's class for the config's
+    native form); weights are ``model.<our names>``."""
 
-    native_model: ClassVar[type[CausalModel]] = CausalModel
     base_model_prefix = "model"
     supports_gradient_checkpointing = True  # per block, through training/activation_checkpointing.py
     _is_stateful = True  # a recurrent state cannot be rolled back (no assisted decoding)
@@ -41,7 +40,7 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.model = self.native_model(config.to_native())
+        self.model = build_model(config.to_native())
         self.post_init()
 
     @classmethod
@@ -190,11 +189,16 @@ class GateLoopForCausalLM(_CausalLMAdapter):
     """
 
     config_class = GateLoopHFConfig
-    native_model: ClassVar[type[CausalModel]] = GateLoopLM
 
 
 class GateLoopTransformerForCausalLM(_CausalLMAdapter):
     """Hugging Face causal LM over the baseline ``gateloop.models.TransformerLM``."""
 
     config_class = GateLoopTransformerHFConfig
-    native_model: ClassVar[type[CausalModel]] = TransformerLM
+
+
+# our model_type (the model registry's) -> the HF causal-LM class; its HF config is its config_class
+HF_MODELS: dict[str, type[_CausalLMAdapter]] = {
+    adapter.config_class.native_class.model_type: adapter
+    for adapter in (GateLoopForCausalLM, GateLoopTransformerForCausalLM)
+}

@@ -3,12 +3,15 @@
 from gateloop.models.base import Block, CausalModel, load_weights
 from gateloop.models.config import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.gateloop_lm import GateLoopLM
-from gateloop.models.generation import RecurrentCache, generate, sample_next_token
+from gateloop.models.generation import DecodingCache, generate, sample_next_token
 from gateloop.models.transformer import TransformerLM
+
+RecurrentCache = DecodingCache  # deprecated alias, kept for old imports: the cache also holds KV caches
 
 __all__ = [
     "Block",
     "CausalModel",
+    "DecodingCache",
     "GateLoopConfig",
     "GateLoopLM",
     "ModelConfig",

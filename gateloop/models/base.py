@@ -224,8 +224,17 @@ class CausalModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ checkpoints
-    def num_parameters(self, *, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+    def num_parameters(self, *, non_embedding: bool = False, trainable_only: bool = False) -> int:
+        """Parameters of the model, a tied embedding counted once.
+
+        ``non_embedding``: without the embedding and the (untied) head, which depend on the
+        vocabulary only and would hide differences in the blocks on a large vocabulary.
+        ``trainable_only``: only those with ``requires_grad``.
+        """
+        embedding = [self.embed, *([self.head] if self.head is not None else [])]
+        skip = {id(p) for module in embedding for p in module.parameters()} if non_embedding else set()
+        kept = (p for p in self.parameters() if id(p) not in skip)
+        return sum(p.numel() for p in kept if p.requires_grad or not trainable_only)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (no pickle) into ``directory``."""

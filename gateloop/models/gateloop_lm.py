@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from torch import Tensor, nn
 
 from gateloop.layers.gate_loop_layer import GateLoop
 from gateloop.models.base import Block, CausalModel
@@ -42,3 +43,33 @@ class GateLoopLM(CausalModel):
             mixing = GateLoop(config.d_model, **config.layer_kwargs(), device=device, dtype=dtype)
             self.blocks.append(Block(mixing, config, device=device, dtype=dtype))
         self._init_embeddings()
+
+    @torch.no_grad()
+    def transition_magnitudes(self, inputs: Tensor) -> list[Tensor]:
+        """|a| of every layer for one sequence ``inputs`` [L] (token ids): a list of [L, channels]
+        tensors on the CPU, one per layer (the paper's Fig 5). Runs in eval mode (no dropout) and
+        restores the model's training mode afterwards.
+
+        Example:
+            >>> model = GateLoopLM(GateLoopConfig.tiny())
+            >>> [m.shape for m in model.transition_magnitudes(torch.randint(0, 97, (7,)))]
+            [torch.Size([7, 32]), torch.Size([7, 32])]
+        """
+        captured: list[Tensor] = []
+
+        def capture(layer: nn.Module, args: tuple[Tensor, ...], _out: object) -> None:
+            # the hook sees the layer's own input (after norm1 in a pre-norm block)
+            log_a = layer.log_transitions(args[0])  # type: ignore[operator]  # (1, L, H, d)
+            # |a| = exp(Re log a): the phase does not change how fast the state decays
+            captured.append(torch.exp(log_a.real)[0].flatten(1).cpu())  # (L, H * d)
+
+        hooks = [block.time_mixing.register_forward_hook(capture) for block in self.blocks]
+        was_training = self.training
+        try:
+            self.eval()
+            self(inputs[None].to(self.embed.weight.device))  # (1, L) -> logits, discarded
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.train(was_training)
+        return captured

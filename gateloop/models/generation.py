@@ -1,6 +1,6 @@
 """Decoding: sampling the next token from logits (greedy, temperature, top-k, nucleus), the
-per-layer state cache, and the generation loop (prefill the prompt once, then one cached step per
-new token)."""
+decoding cache (GateLoop states and attention KV caches), and the generation loop (prefill the
+prompt once, then one cached step per new token)."""
 
 from __future__ import annotations
 
@@ -51,19 +51,21 @@ def sample_next_token(
 
 
 @dataclass
-class RecurrentCache:
-    """The per-layer states of a ``CausalModel`` while decoding, and how many positions they hold.
+class DecodingCache:
+    """What decoding carries from one step to the next: every layer's state, of any kind (a
+    GateLoop layer's recurrent state or an attention layer's KV cache), and how many positions
+    they hold.
 
     ``states`` has one entry per layer, exactly what ``model(..., return_state=True)`` returns:
     a complex ``[B, H, dk, dv]`` tensor for a GateLoop layer (O(1) in the context length), a KV
-    cache dict of batch-first tensors for an attention layer. ``num_tokens`` counts the positions
-    consumed per row, padding included.
+    cache dict of batch-first tensors for an attention layer (growing with the context).
+    ``num_tokens`` counts the positions consumed per row, padding included.
 
     Example:
         >>> from gateloop.models import GateLoopConfig, GateLoopLM
         >>> model = GateLoopLM(GateLoopConfig.tiny())
         >>> _, states = model(torch.randint(0, 97, (3, 5)), return_state=True)
-        >>> cache = RecurrentCache(states, num_tokens=5).reorder(torch.tensor([2, 2, 0]))
+        >>> cache = DecodingCache(states, num_tokens=5).reorder(torch.tensor([2, 2, 0]))
         >>> cache.batch_size, cache.num_tokens
         (3, 5)
     """
@@ -87,7 +89,7 @@ class RecurrentCache:
                 return rows
         return 0
 
-    def reorder(self, index: Tensor) -> RecurrentCache:
+    def reorder(self, index: Tensor) -> DecodingCache:
         """A cache whose row ``i`` is this cache's row ``index[i]``, on every layer (beam search:
         rows may repeat or be dropped). ``index``: an integer tensor [B'] of row numbers."""
         index = check_tensor("index", index, INTEGER_DTYPES)
@@ -99,7 +101,7 @@ class RecurrentCache:
                 f"index must lie in [0, {rows}) (the cache's rows), got values in "
                 f"[{int(index.min())}, {int(index.max())}]"
             )
-        return RecurrentCache([_select_rows(s, index) for s in self.states], self.num_tokens)
+        return DecodingCache([_select_rows(s, index) for s in self.states], self.num_tokens)
 
 
 def _select_rows(state: Any, index: Tensor) -> Any:
@@ -160,7 +162,7 @@ def _check_generate_args(model: CausalModel, max_new_tokens: object) -> None:
 
 def prefill(
     model: CausalModel, input_ids: Tensor, attention_mask: Tensor | None = None
-) -> tuple[Tensor, RecurrentCache]:
+) -> tuple[Tensor, DecodingCache]:
     """Run the prompt once: (logits of the next token [B, V], the cache after the prompt).
 
     The next token follows each row's last real token (``attention_mask`` True), so right-padded
@@ -175,10 +177,10 @@ def prefill(
         final = hidden[:, -1]  # (B, d_model)
     else:
         final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, d_model)
-    return model.logits(final), RecurrentCache(states, num_tokens=input_ids.shape[1])
+    return model.logits(final), DecodingCache(states, num_tokens=input_ids.shape[1])
 
 
-def decode_step(model: CausalModel, tokens: Tensor, cache: RecurrentCache) -> Tensor:
+def decode_step(model: CausalModel, tokens: Tensor, cache: DecodingCache) -> Tensor:
     """Feed one token per row ([B]) after ``cache`` (updated in place) -> next-token logits [B, V]."""
     hidden, states = model.hidden_states(
         tokens[:, None], state=cache.states, return_state=True, check_ids=False
