@@ -113,9 +113,22 @@ def test_saved_config_reloads_and_layer_options_are_flags(tmp_path) -> None:
     assert [r.get("loss") for r in rows] == [r.get("loss") for r in first]
 
 
-def test_config_and_preset_exclude_each_other(tmp_path) -> None:
-    with pytest.raises(SystemExit, match="--config and --preset exclude each other"):
+def test_config_and_preset_exclude_each_other(tmp_path, capsys) -> None:
+    """A usage error (exit 2, argparse's message), like every other bad combination of flags."""
+    with pytest.raises(SystemExit) as exit_info:
         main(["train", "memory-horizon", "--preset", "cpu", "--config", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    assert "argument --config: not allowed with argument --preset" in capsys.readouterr().err
+
+
+def test_unknown_preset_names_the_presets(capsys) -> None:
+    """--preset is checked in one place for every command (train, experiment, ablations)."""
+    for argv in (
+        ["train", "memory-horizon", "--preset", "nope"],
+        ["experiment", "ablations", "--task", "lm", "--preset", "diagnosis"],  # an MH preset
+    ):
+        assert main(argv) == 1
+        assert "--preset must be one of" in capsys.readouterr().err
 
 
 def test_threads_flag_sets_torch_threads(tmp_path) -> None:
