@@ -10,29 +10,46 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gateloop.ops._inputs import complex_dtype_of
+from gateloop.ops._inputs import complex_dtype_of, real_dtype_of
 
 
 def realify(q: Tensor, k: Tensor, phase_cum: Tensor | None) -> tuple[Tensor, Tensor, bool]:
-    """(q', k') with q'·k' = Re(q e^{iΦ_n} · k e^{-iΦ_m}); doubled only when something rotates."""
-    if phase_cum is None and not q.is_complex() and not k.is_complex():
+    """(q', k') with q'·k' = Re(q e^{iΦ_n} · k e^{-iΦ_m}); doubled only when something rotates.
+
+    cos Φ, sin Φ are taken in ``phase_cum``'s dtype (a chunk-local sum, small enough for it).
+    """
+    rotation = None if phase_cum is None else (torch.cos(phase_cum), torch.sin(phase_cum))  # (..., c, dk|1)
+    return realify_rotated(q, k, rotation)
+
+
+def realify_rotated(
+    q: Tensor, k: Tensor, rotation: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, Tensor, bool]:
+    """q' = [Re A, -Im A], k' = [Re B, Im B] with A = q e^{iΦ}, B = k e^{-iΦ}, and whether doubled.
+
+    q, k: (..., dk) real or complex; rotation: (cos Φ, sin Φ), each (..., dk|1) in the dtype to
+    compute in, or None (Φ = 0). Undoubled (q, k as given) when q, k are real and nothing rotates.
+    In real arithmetic throughout: on the CPU, PyTorch's complex multiply rounds its last bit
+    differently depending on the tensor's length (equal to this form at dk = 16, not at 5 or 37).
+    """
+    complex_qk = q.is_complex() or k.is_complex()
+    if rotation is None and not complex_qk:
         return q, k, False
-    if not q.is_complex() and not k.is_complex():
-        # real q, k: [q cos Φ, -q sin Φ] in real arithmetic (PyTorch's complex kernels are ~4x
-        # slower on CPU, forward and backward)
-        cos, msin = torch.cos(phase_cum), -torch.sin(phase_cum)  # (..., c, dk|1)
-        q2 = torch.cat([q * cos, q * msin], dim=-1)  # (B, H, N, c, 2dk)
-        k2 = torch.cat([k * cos, k * msin], dim=-1)  # (B, H, N, c, 2dk)
+    if rotation is None:
+        real = real_dtype_of(q.dtype)
+        # Φ = 0: cos 1, sin 0, scalars that broadcast
+        rotation = (torch.ones((), dtype=real, device=q.device), torch.zeros((), dtype=real, device=q.device))
+    cos, sin = rotation
+    if not complex_qk:
+        q2 = torch.cat([q * cos, -q * sin], dim=-1)  # (..., 2dk)
+        k2 = torch.cat([k * cos, -k * sin], dim=-1)  # (..., 2dk)
         return q2, k2, True
-    cdtype = complex_dtype_of(q.real.dtype if q.is_complex() else q.dtype)
-    if phase_cum is None:
-        rot = torch.ones((), dtype=cdtype, device=q.device)
-    else:
-        rot = torch.complex(torch.cos(phase_cum), torch.sin(phase_cum))  # (..., c, d): e^{iΦ}
-    A = q.to(cdtype) * rot  # (B, H, N, c, dk)
-    Bk = k.to(cdtype) * rot.conj()  # (B, H, N, c, dk)
-    q2 = torch.cat([A.real, -A.imag], dim=-1)  # (B, H, N, c, 2dk)
-    k2 = torch.cat([Bk.real, Bk.imag], dim=-1)  # (B, H, N, c, 2dk)
+    qr, qi = (q.real, q.imag) if q.is_complex() else (q, torch.zeros_like(q))
+    kr, ki = (k.real, k.imag) if k.is_complex() else (k, torch.zeros_like(k))
+    a_re, a_im = qr * cos - qi * sin, qr * sin + qi * cos  # (..., dk): A = q e^{iΦ}
+    b_re, b_im = kr * cos + ki * sin, ki * cos - kr * sin  # (..., dk): B = k e^{-iΦ}
+    q2 = torch.cat([a_re, -a_im], dim=-1)  # (..., 2dk)
+    k2 = torch.cat([b_re, b_im], dim=-1)  # (..., 2dk)
     return q2, k2, True
 
 

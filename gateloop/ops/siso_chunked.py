@@ -21,6 +21,8 @@ aside first (``_nonfinite.causal_nonfinite``; docs/numerics.md, 'Non-finite inpu
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -73,6 +75,135 @@ def _parts(t: Tensor) -> tuple[Tensor, Tensor | None]:
     return (t.real, t.imag) if t.is_complex() else (t, None)
 
 
+class _SisoLogs(NamedTuple):
+    """The transitions' logs cut into time chunks, each (B, N, c, H)."""
+
+    lc: Tensor  # log|a| (floored) per position
+    pc: Tensor | None  # the phase per position; None when nothing rotates
+    G: Tensor  # cumsum of lc within each chunk: <= 0 for |a| <= 1
+    Phi: Tensor | None  # cumsum of pc within each chunk
+
+
+class _LocalSums(NamedTuple):
+    """Pass 1 from a zero state, C_n = cumsum_m(e^{-G_m} e^{-iΦ_m} x_m) in real parts: (B, N, c, H)."""
+
+    Cr: Tensor  # Re C
+    Ci: Tensor | None  # Im C; None when x is real and nothing rotates
+    cos: Tensor | None  # cos Φ, sin Φ; None when nothing rotates
+    sin: Tensor | None
+
+
+class _ExactScan(NamedTuple):
+    """The exact local scan of the rows (chunks of ``_rows``) beyond the safe range."""
+
+    idx: Tensor  # (n,) the rows
+    keep: Tensor | None  # (n,) which of them to use (compiled: every row is scanned), or None: all
+    h: Tensor  # (n, c): the state from a zero start at every position of the chunk
+
+
+def _siso_logs(transitions: Transitions, c: int) -> _SisoLogs:
+    """log|a| and the phase in chunks of c, with their chunk-local cumulative sums G and Φ."""
+    log_mag, phase = transitions.as_log()  # (B, L, H, 1)
+    lc = _time_chunks(log_mag, c)  # (B, N, c, H)
+    G = torch.cumsum(lc, dim=2)  # (B, N, c, H), chunk-local, <= 0 for |a| <= 1
+    pc = None if phase is None else _time_chunks(phase, c)  # (B, N, c, H)
+    Phi = None if pc is None else torch.cumsum(pc, dim=2)  # (B, N, c, H)
+    return _SisoLogs(lc, pc, G, Phi)
+
+
+def _local_sums(x: Tensor, logs: _SisoLogs, limit: float) -> _LocalSums:
+    """Pass 1 in every chunk at once: C_n = cumsum_m(e^{-G_m} e^{-iΦ_m} x_m) (see ``_LocalSums``)."""
+    xr, xi = _parts(x)  # (B, N, c, H) each
+    # why the clamp: e^{-G} overflows in unsafe chunks; those chunks are recomputed exactly
+    # (``_exact_local_scan``)
+    e_inc = torch.exp((-logs.G).clamp(max=limit))  # (B, N, c, H)
+    ur = xr * e_inc  # (B, N, c, H)
+    ui = None if xi is None else xi * e_inc  # (B, N, c, H)
+    if logs.Phi is None:
+        Cr = torch.cumsum(ur, dim=2)  # (B, N, c, H)
+        Ci = None if ui is None else torch.cumsum(ui, dim=2)  # (B, N, c, H)
+        return _LocalSums(Cr, Ci, None, None)
+    cos, sin = torch.cos(logs.Phi), torch.sin(logs.Phi)  # (B, N, c, H)
+    # (ur + i ui) e^{-iΦ}
+    rot_r = ur * cos if ui is None else ur * cos + ui * sin  # (B, N, c, H)
+    rot_i = -ur * sin if ui is None else ui * cos - ur * sin  # (B, N, c, H)
+    return _LocalSums(torch.cumsum(rot_r, dim=2), torch.cumsum(rot_i, dim=2), cos, sin)
+
+
+def _exact_local_scan(x: Tensor, logs: _SisoLogs, limit: float) -> _ExactScan | None:
+    """The local states of the chunks whose log-decay range exceeds ``limit``, by an exact scan."""
+    unsafe = (-logs.G).amax(dim=2) > limit  # (B, N, H)
+    exact_rows = _exact_rows(unsafe)
+    if exact_rows is None:
+        return None
+    idx, keep = exact_rows
+    l_u = _rows(logs.lc).index_select(0, idx)  # (n_unsafe, c)
+    if logs.pc is None:
+        a_u = torch.exp(l_u).to(x.dtype)  # (n_unsafe, c); why the cast: complex when k is
+    else:
+        a_u = torch.exp(torch.complex(l_u, _rows(logs.pc).index_select(0, idx)))  # (n_unsafe, c)
+    _, h = associative_scan_linear(a_u, _rows(x).index_select(0, idx), dim=-1)  # (n_unsafe, c)
+    return _ExactScan(idx, keep, h)
+
+
+def _chunk_states(
+    logs: _SisoLogs, local: _LocalSums, exact: _ExactScan | None, initial_state: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Pass 2: the states entering every chunk and those at every chunk end, both c(B N H)."""
+    B, N, _, H = logs.G.shape
+    G_end = logs.G[:, :, -1]  # (B, N, H)
+    phi_end = logs.Phi[:, :, -1] if logs.Phi is not None else torch.zeros_like(G_end)  # (B, N, H)
+    chunk_a = torch.exp(torch.complex(G_end, phi_end))  # (B, N, H): Π a over each chunk
+    Ci_end = local.Ci[:, :, -1] if local.Ci is not None else torch.zeros_like(G_end)  # (B, N, H)
+    C_end = torch.complex(local.Cr[:, :, -1], Ci_end)  # (B, N, H)
+    # states at chunk ends from a zero start: h_loc_T = e^{G_T + iΦ_T} C_T
+    local_end = chunk_a * C_end  # (B, N, H)
+    if exact is not None:
+        # why the cast: the exact scan is real when k and a are
+        exact_end = exact.h[:, -1].to(local_end.dtype)  # (n_unsafe,)
+        local_end = _replace_rows(local_end.flatten(), exact.idx, exact_end, exact.keep).view(B, N, H)
+    prefix, ends = associative_scan_linear(chunk_a, local_end, dim=1)  # (B, N, H) states at chunk ends
+    if initial_state is not None:
+        h0 = initial_state[..., 0, 0]  # (B, H)
+        ends = ends + prefix * h0[:, None]  # (B, N, H)
+        first = h0[:, None]  # (B, 1, H)
+    else:
+        first = ends.new_zeros(B, 1, H)  # (B, 1, H)
+    starts = torch.cat([first, ends[:, :-1]], dim=1)  # (B, N, H): state entering each chunk
+    return starts, ends
+
+
+def _position_states(
+    logs: _SisoLogs, local: _LocalSums, starts: Tensor, with_imag: bool
+) -> tuple[Tensor, Tensor | None]:
+    """h = e^{G} e^{iΦ} (C + S) at every position, in real parts (Im h only ``with_imag``)."""
+    e_dec = torch.exp(logs.G)  # (B, N, c, H), <= 1
+    Sr, Si = starts.real[:, :, None], starts.imag[:, :, None]  # (B, N, 1, H): S over the chunk
+    Ar = local.Cr + Sr  # (B, N, c, H)
+    Ai = Si if local.Ci is None else local.Ci + Si  # (B, N, c|1, H)
+    if local.cos is None or local.sin is None:
+        hr = e_dec * Ar  # (B, N, c, H)
+        hi = None if not with_imag else e_dec * Ai  # (B, N, c, H)
+        return hr, hi
+    hr = e_dec * (local.cos * Ar - local.sin * Ai)  # (B, N, c, H)
+    hi = None if not with_imag else e_dec * (local.sin * Ar + local.cos * Ai)  # (B, N, c, H)
+    return hr, hi
+
+
+def _with_exact_states(
+    hr: Tensor, hi: Tensor | None, logs: _SisoLogs, exact: _ExactScan, starts: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """hr, hi with the exact chunks' rows replaced: the exact local scan plus the carried-in state."""
+    Phi = logs.Phi if logs.Phi is not None else torch.zeros_like(logs.G)  # (B, N, c, H)
+    carried = torch.exp(torch.complex(logs.G, Phi)) * starts[:, :, None]  # (B, N, c, H)
+    # why the cast: the exact scan is real when k and a are
+    h_exact = exact.h.to(carried.dtype) + _rows(carried).index_select(0, exact.idx)  # (n_unsafe, c)
+    hr = _unrows(_replace_rows(_rows(hr), exact.idx, h_exact.real, exact.keep), hr)  # (B, N, c, H)
+    if hi is not None:
+        hi = _unrows(_replace_rows(_rows(hi), exact.idx, h_exact.imag, exact.keep), hi)  # (B, N, c, H)
+    return hr, hi
+
+
 @causal_nonfinite
 def gate_loop_siso_chunked(
     q: Tensor,
@@ -88,84 +219,19 @@ def gate_loop_siso_chunked(
     """q, k: r|c(B L H 1); v: r(B L H 1); transitions (B L H 1); state c(B H 1 1)."""
     B, L, H, _ = q.shape
     c = chunk_size or DEFAULT_SISO_CHUNK_SIZE
-    real = v.dtype
-    cdtype = complex_dtype_of(real)
-    log_mag, phase = transitions.as_log()  # (B, L, H, 1)
-    lc = _time_chunks(log_mag, c)  # (B, N, c, H)
-    N = lc.shape[1]
-    G = torch.cumsum(lc, dim=2)  # (B, N, c, H), chunk-local, <= 0 for |a| <= 1
-    pc = None if phase is None else _time_chunks(phase, c)  # (B, N, c, H)
-    Phi = None if pc is None else torch.cumsum(pc, dim=2)
+    limit = safe_range(v.dtype)
+    logs = _siso_logs(transitions, c)  # (B, N, c, H) each
     x = _time_chunks(k * v, c)  # (B, N, c, H): k_m v_m, complex if k is
-    xr, xi = _parts(x)
-    limit = safe_range(real)
-    # why the clamp: e^{-G} overflows in unsafe chunks; those chunks are recomputed exactly below
-    e_inc = torch.exp((-G).clamp(max=limit))  # (B, N, c, H)
-    e_dec = torch.exp(G)  # (B, N, c, H), <= 1
-    ur = xr * e_inc
-    ui = None if xi is None else xi * e_inc
-    if Phi is None:
-        Cr = torch.cumsum(ur, dim=2)  # (B, N, c, H)
-        Ci = None if ui is None else torch.cumsum(ui, dim=2)
-        cos = sin = None
-    else:
-        cos, sin = torch.cos(Phi), torch.sin(Phi)  # (B, N, c, H)
-        # (ur + i ui) e^{-iΦ}
-        rot_r = ur * cos if ui is None else ur * cos + ui * sin
-        rot_i = -ur * sin if ui is None else ui * cos - ur * sin
-        Cr, Ci = torch.cumsum(rot_r, dim=2), torch.cumsum(rot_i, dim=2)
-
-    # states at chunk ends from a zero start: h_loc_T = e^{G_T + iΦ_T} C_T
-    unsafe = (-G).amax(dim=2) > limit  # (B, N, H)
-    exact_rows = _exact_rows(unsafe)
-    exact = None
-    if exact_rows is not None:
-        idx, keep = exact_rows
-        l_u = _rows(lc).index_select(0, idx)  # (n_unsafe, c)
-        if pc is None:
-            a_u = torch.exp(l_u).to(x.dtype)
-        else:
-            a_u = torch.exp(torch.complex(l_u, _rows(pc).index_select(0, idx)))
-        _, exact = associative_scan_linear(a_u, _rows(x).index_select(0, idx), dim=-1)  # (n_unsafe, c)
-
-    G_end = G[:, :, -1]  # (B, N, H)
-    chunk_log = torch.complex(G_end, Phi[:, :, -1] if Phi is not None else torch.zeros_like(G_end))
-    chunk_a = torch.exp(chunk_log)  # (B, N, H): Π a over each chunk
-    C_end = torch.complex(Cr[:, :, -1], Ci[:, :, -1] if Ci is not None else torch.zeros_like(G_end))
-    local_end = chunk_a * C_end  # (B, N, H)
-    if exact is not None:
-        local_end = _replace_rows(local_end.flatten(), idx, exact[:, -1].to(cdtype), keep).view(B, N, H)
-    prefix, ends = associative_scan_linear(chunk_a, local_end, dim=1)  # (B, N, H) states at chunk ends
-    if initial_state is not None:
-        h0 = initial_state[..., 0, 0]  # (B, H)
-        ends = ends + prefix * h0[:, None]
-        first = h0[:, None]
-    else:
-        first = ends.new_zeros(B, 1, H)
-    starts = torch.cat([first, ends[:, :-1]], dim=1)  # (B, N, H): state entering each chunk
-
-    # h = e^{G} e^{iΦ} (C + S): in real parts, with S broadcast over the chunk
-    Sr, Si = starts.real[:, :, None], starts.imag[:, :, None]  # (B, N, 1, H)
-    Ar = Cr + Sr
-    Ai = Si if Ci is None else Ci + Si
+    local = _local_sums(x, logs, limit)  # (B, N, c, H) each
+    exact = _exact_local_scan(x, logs, limit)
+    starts, ends = _chunk_states(logs, local, exact, initial_state)  # (B, N, H) each
     qr, qi = _parts(_time_chunks(q, c))  # (B, N, c, H)
     # Im h is needed at every position only for complex q (y = Re q Re h - Im q Im h)
-    if cos is None:
-        hr = e_dec * Ar  # (B, N, c, H)
-        hi = None if qi is None else e_dec * Ai
-    else:
-        hr = e_dec * (cos * Ar - sin * Ai)
-        hi = None if qi is None else e_dec * (sin * Ar + cos * Ai)
+    hr, hi = _position_states(logs, local, starts, with_imag=qi is not None)  # (B, N, c, H)
     if exact is not None:
-        carried = (
-            torch.exp(torch.complex(G, Phi if Phi is not None else torch.zeros_like(G))) * starts[:, :, None]
-        )
-        h_exact = exact.to(cdtype) + _rows(carried).index_select(0, idx)  # (n_unsafe, c)
-        hr = _unrows(_replace_rows(_rows(hr), idx, h_exact.real, keep), hr)
-        if hi is not None:
-            hi = _unrows(_replace_rows(_rows(hi), idx, h_exact.imag, keep), hi)
-
-    y = qr * hr if hi is None else qr * hr - qi * hi  # Re(q h)
+        hr, hi = _with_exact_states(hr, hi, logs, exact, starts)
+    y = qr * hr if hi is None or qi is None else qr * hr - qi * hi  # (B, N, c, H): Re(q h)
     y = (y * scale).reshape(B, -1, H)[:, :L, :, None]  # (B, L, H, 1)
-    final = ends[:, -1].to(cdtype)[..., None, None] if output_final_state else None
+    # why the cast: the returned state is complex by contract, in the compute precision
+    final = ends[:, -1].to(complex_dtype_of(v.dtype))[..., None, None] if output_final_state else None
     return y, final

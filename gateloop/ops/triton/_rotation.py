@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gateloop.ops._doubled_keys import realify_rotated
+from gateloop.ops._inputs import real_dtype_of
+
 
 class RealProblem(NamedTuple):
     """q', k' [B, L, H, dk'] and the per-sequence cumulative phase (None when nothing rotates)."""
@@ -60,27 +63,15 @@ def cumulative_phase(theta: Tensor, cu_seqlens: Tensor | None) -> Tensor:
 def realify(q: Tensor, k: Tensor, phase: Tensor | None, cu_seqlens: Tensor | None) -> RealProblem:
     """q' = [Re A, -Im A], k' = [Re B, Im B] with A = q e^{iΦ}, B = k e^{-iΦ}; undoubled when all real.
 
-    q, k: (B, L, H, dk) real or complex; phase: (B, L, H, dk|1) real θ, or None.
+    q, k: (B, L, H, dk) real or complex; phase: (B, L, H, dk|1) real θ, or None. Φ is the
+    per-sequence float64 cumulative phase; the transform itself is ``_doubled_keys.realify_rotated``.
     """
-    complex_qk = q.is_complex() or k.is_complex()
-    if phase is None and not complex_qk:
-        return RealProblem(q, k, None, False)
-    real = q.real.dtype if q.is_complex() else q.dtype
-    phi = None if phase is None else cumulative_phase(phase, cu_seqlens)  # (B, L, H, d)
+    phi = None if phase is None else cumulative_phase(phase, cu_seqlens)  # (B, L, H, d) float64
+    real = real_dtype_of(q.dtype)
     # why the cast: cos/sin of arguments in [0, 2π) are accurate in the working precision
-    cos = torch.ones((), dtype=real, device=q.device) if phi is None else torch.cos(phi).to(real)
-    sin = torch.zeros((), dtype=real, device=q.device) if phi is None else torch.sin(phi).to(real)
-    if not complex_qk:
-        q2 = torch.cat([q * cos, -q * sin], dim=-1)  # (B, L, H, 2dk)
-        k2 = torch.cat([k * cos, -k * sin], dim=-1)  # (B, L, H, 2dk)
-        return RealProblem(q2, k2, phi, True)
-    qr, qi = (q.real, q.imag) if q.is_complex() else (q, torch.zeros_like(q))
-    kr, ki = (k.real, k.imag) if k.is_complex() else (k, torch.zeros_like(k))
-    a_re, a_im = qr * cos - qi * sin, qr * sin + qi * cos  # (B, L, H, dk): A = q e^{iΦ}
-    b_re, b_im = kr * cos + ki * sin, ki * cos - kr * sin  # (B, L, H, dk): B = k e^{-iΦ}
-    q2 = torch.cat([a_re, -a_im], dim=-1)  # (B, L, H, 2dk)
-    k2 = torch.cat([b_re, b_im], dim=-1)  # (B, L, H, 2dk)
-    return RealProblem(q2, k2, phi, True)
+    rotation = None if phi is None else (torch.cos(phi).to(real), torch.sin(phi).to(real))  # (B, L, H, d)
+    q2, k2, doubled = realify_rotated(q, k, rotation)  # (B, L, H, dk')
+    return RealProblem(q2, k2, phi, doubled)
 
 
 def state_to_real(h0: Tensor, doubled: bool) -> Tensor:
