@@ -152,6 +152,8 @@ def test_prepare_gpt2_cli(tmp_path, capsys) -> None:
 
 
 def test_interrupted_prepare_is_not_a_dataset(tmp_path, monkeypatch) -> None:
+    """Interrupted mid-way, a prepare into a new directory leaves no dataset there, and one over an
+    existing dataset leaves that one as it was (the new one is swapped in only when complete)."""
     import gateloop.data.prepare as prep
 
     original = prep._append
@@ -164,13 +166,17 @@ def test_interrupted_prepare_is_not_a_dataset(tmp_path, monkeypatch) -> None:
         return original(*args, **kwargs)
 
     prepare("text", tmp_path / "ds", path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
+    meta = (tmp_path / "ds" / "meta.json").read_text()
     monkeypatch.setattr(prep, "_append", crash)
     monkeypatch.setattr(prep, "_batches", lambda docs: [[d] for d in docs])  # one write per document
-    with pytest.raises(KeyboardInterrupt):
-        prepare("text", tmp_path / "ds", path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
-    assert not (tmp_path / "ds" / "meta.json").exists()
+    for out in (tmp_path / "ds", tmp_path / "new"):
+        calls["n"] = 0
+        with pytest.raises(KeyboardInterrupt):
+            prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
+    assert (tmp_path / "ds" / "meta.json").read_text() == meta
+    TokenDataset(tmp_path / "ds", verify_hashes=True)
     with pytest.raises(FileNotFoundError, match="is not a complete dataset"):
-        TokenDataset(tmp_path / "ds")
+        TokenDataset(tmp_path / "new")
 
 
 def test_corrupt_shard_is_named(tmp_path) -> None:

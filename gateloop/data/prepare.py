@@ -6,17 +6,22 @@ Layout of a dataset directory::
                                    separated by the end-of-text id
     tokenizer.json                 the trained BPE (bpe tokenizer only)
     meta.json                      tokenizer, dtype, token and document counts, sha256 of the
-                                   sources and of every shard; written last
+                                   sources, sha256 and mtime of every shard; written last
+    .lock                          the writer lock (``DatasetLock``)
 
-A shard is written as ``NAME.bin.tmp`` and renamed when complete, and ``meta.json`` appears only
-after every shard is in place, so an interrupted run never leaves a dataset that looks complete.
+A new dataset is written whole into a sibling staging directory (``.tmp_NAME``) and swapped in
+(``files.publish_dir``), so the directory is at every instant the complete old dataset or the
+complete new one: a failed, interrupted or killed ``data prepare`` leaves the old one as it was.
+Readers check every shard's size, and its sha256 when its mtime is not the one recorded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +36,48 @@ from gateloop.data.tokenizers import (
     ByteTokenizer,
     GPT2Tokenizer,
     Tokenizer,
+    check_bpe_vocab_size,
     load_tokenizer,
     portable_spec,
 )
+from gateloop.training.files import LOCK_NAME, TMP_PREFIX, TRASH_PREFIX, DirectoryLock, publish_dir
 
 CORPORA = ("public-domain", "wikitext103", "text")
 TOKENIZERS = ("gpt2", "bpe", "bytes")
 META = "meta.json"
+BPE_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
+# what a dataset directory may hold: its files, the lock, and the temporary names that versions
+# writing shards in place left behind; anything else would be deleted with the old dataset
+DATASET_FILES = {
+    META,
+    f"{META}.tmp",
+    BPE_FILE,
+    LOCK_NAME,
+    *(f"{split}.bin" for split in SPLITS),
+    *(f"{split}.bin.tmp" for split in SPLITS),
+}
+
+
+class DatasetLock(DirectoryLock):
+    """One writer per dataset directory (``files.DirectoryLock``: ``fcntl.flock`` on ``.lock``)."""
+
+    kind = "dataset directory"
+
+
+def check_corpus_options(name: str, path: str | Path | None) -> None:
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; expected one of {', '.join(CORPORA)}")
+    if name != "public-domain" and path is None:
+        raise ValueError(f"--corpus {name} needs --path")
 
 
 def load_corpus(name: str, path: str | Path | None) -> Corpus:
+    check_corpus_options(name, path)
     if name == "public-domain":
         return read_public_domain()
-    if path is None:
-        raise ValueError(f"--corpus {name} needs --path")
-    if name == "wikitext103":
-        return read_wikitext103(path)
-    if name == "text":
-        return read_text(path)
-    raise ValueError(f"unknown corpus {name!r}; expected one of {', '.join(CORPORA)}")
+    assert path is not None  # check_corpus_options: every other corpus needs a path
+    return read_wikitext103(path) if name == "wikitext103" else read_text(path)
 
 
 # worker-process state: the tokenizer is rebuilt once per process from its spec
@@ -100,6 +127,7 @@ class PreparedSplit:
     tokens: int
     documents: int
     sha256: str
+    mtime_ns: int  # the shard's when written: a reader hashes a shard whose mtime has changed
 
 
 def _write_split(
@@ -127,7 +155,10 @@ def _write_split(
                 bar.update(len(batch))
     digest = sha256_of(tmp)
     os.replace(tmp, path)  # atomic: the shard appears only when complete
-    return PreparedSplit(tokens=total, documents=len(documents), sha256=digest)
+    # renames (here and when the dataset is swapped in) keep a file's mtime
+    return PreparedSplit(
+        tokens=total, documents=len(documents), sha256=digest, mtime_ns=path.stat().st_mtime_ns
+    )
 
 
 def _append(f: Any, encoded: list[list[int]], eot_id: int, dtype: np.dtype) -> int:
@@ -139,17 +170,21 @@ def _append(f: Any, encoded: list[list[int]], eot_id: int, dtype: np.dtype) -> i
     return len(flat)
 
 
-def build_tokenizer(
-    name: str, corpus: Corpus, *, vocab_size: int | None, gpt2_ranks: str | None
-) -> Tokenizer:
+def tokenizer_builder(
+    name: str, *, vocab_size: int | None, gpt2_ranks: str | None
+) -> Callable[[Corpus], Tokenizer]:
+    """Check the tokenizer options now, before a corpus is read or a file written; the function
+    returned gives the tokenizer for a corpus (BPE is trained on its train split only)."""
     if name == "gpt2":
-        return GPT2Tokenizer(gpt2_ranks)
+        gpt2 = GPT2Tokenizer(gpt2_ranks)  # finds and verifies the ranks file now
+        return lambda corpus: gpt2
     if name == "bytes":
-        return ByteTokenizer()
+        return lambda corpus: ByteTokenizer()
     if name == "bpe":
         if vocab_size is None:
             raise ValueError("--tokenizer bpe needs --vocab-size")
-        return BPETokenizer.train(corpus.splits["train"], vocab_size)  # train split only
+        check_bpe_vocab_size(vocab_size)
+        return lambda corpus: BPETokenizer.train(corpus.splits["train"], vocab_size)
     raise ValueError(f"unknown tokenizer {name!r}; expected one of {', '.join(TOKENIZERS)}")
 
 
@@ -164,10 +199,54 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Read a corpus, tokenise every split and write the dataset; returns ``meta.json``'s content."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META).unlink(missing_ok=True)  # the dataset is incomplete until meta.json is rewritten
+    """Read a corpus, tokenise every split and write the dataset; returns ``meta.json``'s content.
+
+    The options are checked before anything is touched, then ``out_dir`` is locked (a second
+    writer is refused) and the corpus read; the new dataset is written beside ``out_dir`` and
+    swapped in whole, so a failure at any point leaves an existing dataset as it was.
+    """
+    check_corpus_options(corpus_name, path)
+    make_tokenizer = tokenizer_builder(tokenizer_name, vocab_size=vocab_size, gpt2_ranks=gpt2_ranks)
+    # resolved: the staging directory must be a sibling of the real directory, not of a symlink
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; expected a dataset directory or a new path")
+    created = not out.exists()
+    with DatasetLock(out):
+        try:
+            _check_replaceable(out)
+            corpus = _read_corpus(corpus_name, path)
+            tokenizer = make_tokenizer(corpus)
+            return _publish_dataset(
+                out, corpus_name, corpus, tokenizer, workers or os.cpu_count() or 1, progress
+            )
+        except BaseException:
+            if created:  # leave no empty directory where there was none
+                _remove_if_only_lock(out)
+            raise
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse a directory holding more than a dataset: the swap would delete the rest."""
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DATASET_FILES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        which = "which is" if len(foreign) == 1 else "which are"
+        raise ValueError(
+            f"--out {out} holds {shown}, {which} not part of a dataset; `data prepare` replaces the "
+            "directory whole and would delete them: move them away or choose another --out"
+        )
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Remove ``out`` if it holds nothing but the lock (the lock's descriptor stays valid)."""
+    if [p.name for p in out.iterdir()] == [LOCK_NAME]:
+        (out / LOCK_NAME).unlink()
+        out.rmdir()
+
+
+def _read_corpus(corpus_name: str, path: str | Path | None) -> Corpus:
+    """The corpus, refused when a split is empty; its notes are printed."""
     corpus = load_corpus(corpus_name, path)
     empty = [split for split in SPLITS if not corpus.splits[split]]
     if empty:
@@ -179,13 +258,41 @@ def prepare(
         )
     for note in corpus.notes:
         print(f"[data] {note}")
-    tokenizer = build_tokenizer(tokenizer_name, corpus, vocab_size=vocab_size, gpt2_ranks=gpt2_ranks)
+    return corpus
+
+
+def _publish_dataset(
+    out: Path, corpus_name: str, corpus: Corpus, tokenizer: Tokenizer, workers: int, progress: bool
+) -> dict[str, Any]:
+    """Write the dataset into ``.tmp_NAME`` beside ``out``, then swap it in (``publish_dir``);
+    on any failure the staging directory goes and ``out`` is untouched."""
+    staging = out.with_name(f"{TMP_PREFIX}{out.name}")
+    for leftover in (staging, out.with_name(f"{TRASH_PREFIX}{out.name}")):
+        if leftover.exists():  # a killed writer's; ours to delete: we hold the lock
+            shutil.rmtree(leftover)
+    try:
+        # the staging directory's lock is held too: swapped in, it becomes out's ``.lock``, and a
+        # writer arriving then must still be refused
+        with DatasetLock(staging):
+            os.chmod(staging, out.stat().st_mode & 0o7777)  # the old one's permissions: a shared one stays so
+            meta = _write_dataset(staging, corpus_name, corpus, tokenizer, workers, progress)
+            publish_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+def _write_dataset(
+    directory: Path, corpus_name: str, corpus: Corpus, tokenizer: Tokenizer, workers: int, progress: bool
+) -> dict[str, Any]:
     if isinstance(tokenizer, BPETokenizer):
-        (out / "tokenizer.json").write_text(tokenizer.to_json())
+        (directory / BPE_FILE).write_text(tokenizer.to_json())
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
-    workers = workers or os.cpu_count() or 1
     splits = {
-        split: _write_split(out / f"{split}.bin", corpus.splits[split], tokenizer, dtype, workers, progress)
+        split: _write_split(
+            directory / f"{split}.bin", corpus.splits[split], tokenizer, dtype, workers, progress
+        )
         for split in SPLITS
     }
     meta = {
@@ -197,16 +304,20 @@ def prepare(
         "sources": corpus.sources,
         "notes": corpus.notes,
     }
-    tmp = out / f"{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out / META)  # atomic: a dataset looks complete only when it is
+    # a plain write: the directory is private until publish_dir fsyncs and swaps it in
+    (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
 class TokenDataset:
-    """A prepared dataset: memory-mapped token arrays per split, validated against ``meta.json``."""
+    """A prepared dataset: memory-mapped token arrays per split, validated against ``meta.json``.
 
-    def __init__(self, directory: str | Path, *, verify_hashes: bool = False) -> None:
+    Every shard's size is checked, and its ids against the vocabulary; its sha256 when its mtime
+    is not the one recorded at prepare time, or for every shard with ``verify`` (``verify_hashes``
+    is the older name of the same switch).
+    """
+
+    def __init__(self, directory: str | Path, *, verify: bool = False, verify_hashes: bool = False) -> None:
         self.directory = Path(directory)
         meta_path = self.directory / META
         if not meta_path.is_file():
@@ -227,18 +338,11 @@ class TokenDataset:
         self.splits: dict[str, np.memmap] = {}
         for split, info in self.meta["splits"].items():
             shard = self.directory / f"{split}.bin"
-            if not shard.is_file():
-                raise FileNotFoundError(f"shard {shard} is missing")
-            expected = info["tokens"] * self.dtype.itemsize
-            if shard.stat().st_size != expected:
-                raise ValueError(
-                    f"shard {shard} has {shard.stat().st_size} bytes, meta.json expects {expected} "
-                    f"({info['tokens']} {self.dtype.name} tokens): the file is corrupt or from another run"
-                )
-            if verify_hashes and sha256_of(shard) != info["sha256"]:
-                raise ValueError(f"shard {shard} does not match its sha256 in meta.json")
+            _check_shard_size(shard, info["tokens"], self.dtype)
             self.splits[split] = np.memmap(shard, dtype=self.dtype, mode="r")
+            # ids before the hash: an id beyond the vocabulary is the more telling message
             _check_ids_in_vocab(shard, self.splits[split], vocab_size)
+            _check_shard_hash(shard, info, verify=verify or verify_hashes)
 
     @property
     def vocab_size(self) -> int:
@@ -258,6 +362,33 @@ class TokenDataset:
         if split not in self.splits:
             raise KeyError(f"split {split!r} not in {self.directory}; has {', '.join(self.splits)}")
         return self.splits[split]
+
+
+def _check_shard_size(shard: Path, tokens: int, dtype: np.dtype) -> None:
+    if not shard.is_file():
+        raise FileNotFoundError(f"shard {shard} is missing")
+    expected = tokens * dtype.itemsize
+    if shard.stat().st_size != expected:
+        raise ValueError(
+            f"shard {shard} has {shard.stat().st_size} bytes, meta.json expects {expected} "
+            f"({tokens} {dtype.name} tokens): the file is corrupt or from another run"
+        )
+
+
+def _check_shard_hash(shard: Path, info: dict[str, Any], *, verify: bool) -> None:
+    """ValueError naming the shard when its sha256 is not meta.json's; skipped, unless ``verify``,
+    for a shard whose mtime is the one recorded when it was written (unchanged since: hashing a
+    large dataset at every load would cost seconds). A dataset from before mtimes were recorded
+    is always hashed."""
+    if not verify and info.get("mtime_ns") == shard.stat().st_mtime_ns:
+        return
+    found = sha256_of(shard)
+    if found != info["sha256"]:
+        raise ValueError(
+            f"shard {shard} has sha256 {found}, meta.json expects {info['sha256']}: the file changed "
+            "after `data prepare` wrote it (an edit, bit rot, or a shard of another dataset); prepare "
+            "the dataset again"
+        )
 
 
 def _check_ids_in_vocab(shard: Path, tokens: np.ndarray, vocab_size: int, block: int = 1 << 24) -> None:

@@ -127,6 +127,12 @@ class GPT2Tokenizer:
         return spec
 
 
+def check_bpe_vocab_size(vocab_size: int) -> None:
+    """A BPE vocabulary holds the 256 byte symbols, end-of-text and at least one merge."""
+    if vocab_size < 257 + 1:
+        raise ValueError(f"--vocab-size must exceed the 256 byte symbols and end-of-text, got {vocab_size}")
+
+
 class BPETokenizer:
     """A byte-level BPE trained with HF ``tokenizers`` (on the training split only)."""
 
@@ -142,10 +148,7 @@ class BPETokenizer:
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
-        if vocab_size < 257 + 1:
-            raise ValueError(
-                f"--vocab-size must exceed the 256 byte symbols and end-of-text, got {vocab_size}"
-            )
+        check_bpe_vocab_size(vocab_size)
         tok = HFTokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()

@@ -10,14 +10,12 @@ run must ask for the same thing as the run it continues, except for the fields i
 from __future__ import annotations
 
 import json
-import os
-import socket
 import warnings
 from pathlib import Path
 from typing import Any
 
 from gateloop.training.checkpoint import checkpoint_dirs
-from gateloop.training.files import atomic_write_text, sweep_leftovers
+from gateloop.training.files import DirectoryLock, DirectoryLockedError, atomic_write_text, sweep_leftovers
 
 CONFIG_NAME = "config.json"
 # version of the run-config layout; 1 (no "format" key) is the layout before composed configs
@@ -142,45 +140,13 @@ def _warn_on_thread_change(saved: dict[str, Any], config: dict[str, Any]) -> Non
         )
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(DirectoryLockedError):
     """Another live process is writing this run directory."""
 
 
-LOCK_NAME = ".lock"
+class RunLock(DirectoryLock):
+    """An exclusive lock on a run directory for one writer (``files.DirectoryLock``: an
+    ``fcntl.flock`` on ``.lock`` that a killed holder never leaves behind)."""
 
-
-class RunLock:
-    """An exclusive lock on a run directory for one writer (``fcntl.flock`` on ``.lock``).
-
-    The kernel drops the lock when its process dies however it dies, so a stale lock from a killed
-    run never blocks a new one; the file records the holder's PID and host for the message a
-    second writer gets.
-    """
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def __enter__(self) -> RunLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise RunLockedError(
-                f"{self.path.parent} is being written by {holder}; wait for it to finish, stop it, or "
-                "choose another --out (one writer per run directory)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+    kind = "run directory"
+    error = RunLockedError
