@@ -115,4 +115,3 @@ class Schedule:
             "eval_every": self.eval_every,
             "steps_per_epoch": self.steps_per_epoch,
         }
-
