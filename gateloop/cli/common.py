@@ -7,9 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateloop.cli.flags import collect_overrides
+
+if TYPE_CHECKING:  # types only: building the parser imports no experiment
+    from gateloop.experiments.run_config import RunConfig
+    from gateloop.experiments.tasks import Task
 
 # fields the data decides (the vocabularies), so they are not flags
 DERIVED = frozenset({"model.vocab_size", "model.output_vocab_size"})
@@ -85,42 +89,28 @@ def choose_preset(name: str | None, presets: dict[str, Any], default: str) -> st
     return name
 
 
-def mh_run(args: argparse.Namespace, default_preset: str) -> tuple[str, Any]:
-    """The Memory Horizon run config the flags describe."""
-    from gateloop.experiments.memory_horizon import PRESETS, MemoryHorizonRun, with_variant
-
-    name, base = base_run(args, MemoryHorizonRun, PRESETS, default_preset)
-    return name, with_variant(base, getattr(args, "variant", None)).with_overrides(collect_overrides(args))
-
-
-def lm_run(args: argparse.Namespace) -> tuple[str, Any]:
-    """The language-modelling run config the flags describe."""
-    from gateloop.experiments.language_model import PRESETS, LMRun, build_run
-
-    name, base = base_run(args, LMRun, PRESETS, "cpu")
-    model = getattr(args, "model", None)
-    if model is None and args.config is None and hasattr(args, "model"):
-        model = "gateloop"
-    return name, build_run(base, model, collect_overrides(args))
+def task_run(args: argparse.Namespace, task: Task, default_preset: str) -> tuple[str, RunConfig]:
+    """(preset or config name, the run config the flags describe) for ``task``: the base run,
+    the model flag's choice (its default when not given; none for a run from ``--config``, or
+    on a command without the flag) and every ``--section.field`` override."""
+    name, base = base_run(args, task.run_class, dict(task.presets), default_preset)
+    flag = task.model_flag
+    choice = getattr(args, flag.name, None)
+    if choice is None and args.config is None and hasattr(args, flag.name):
+        choice = flag.default
+    return name, flag.select(base, choice, collect_overrides(args))
 
 
-def mh_parser(parser: argparse.ArgumentParser, default_preset: str, out: str, variant: bool) -> None:
-    """The flags of a Memory Horizon run: run flags, ``--variant`` (when asked), every config field."""
+def task_flags(
+    parser: argparse.ArgumentParser, task: Task, default_preset: str, out: str, model_flag: bool
+) -> None:
+    """The flags of a run of ``task``: run flags, its model flag (when asked), every config field."""
     from gateloop.cli.flags import add_config_flags
-    from gateloop.experiments.memory_horizon import PRESETS, VARIANTS, MemoryHorizonRun
 
-    run_flags(parser, PRESETS, default_preset, out)
-    if variant:
-        parser.add_argument("--variant", choices=list(VARIANTS), default=None, help="state transitions")
-    add_config_flags(parser, MemoryHorizonRun, PRESETS, skip=DERIVED)
-
-
-def lm_parser(parser: argparse.ArgumentParser, out: str, model: bool) -> None:
-    """The flags of a language-modelling run: run flags, ``--model`` (when asked), every config field."""
-    from gateloop.cli.flags import add_config_flags
-    from gateloop.experiments.language_model import MODELS, PRESETS, LMRun
-
-    run_flags(parser, PRESETS, "cpu", out)
-    if model:
-        parser.add_argument("--model", choices=MODELS, default=None, help="which model (default: gateloop)")
-    add_config_flags(parser, LMRun, PRESETS, skip=DERIVED, aliases={"data.path": ["--data"]})
+    presets = dict(task.presets)
+    run_flags(parser, presets, default_preset, out)
+    flag = task.model_flag
+    if model_flag:
+        default = f" (default: {flag.default})" if flag.default else ""
+        parser.add_argument(f"--{flag.name}", choices=flag.choices, default=None, help=flag.help + default)
+    add_config_flags(parser, task.run_class, presets, skip=DERIVED, aliases=task.flag_aliases)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateloop.cli.common import DERIVED, choose_preset, lm_parser, lm_run, mh_parser, mh_run
+from gateloop.cli.common import DERIVED, choose_preset, task_flags, task_run
 from gateloop.cli.flags import add_config_flags, collect_overrides
 
 if TYPE_CHECKING:  # the handlers' type only: no torch import to build the parser
@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the handlers' type only: no torch import to build the parse
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    from gateloop.experiments.tasks import TASKS
+
     experiment = commands.add_parser(
         "experiment", help="reproduce an experiment of the paper end to end"
     ).add_subparsers(dest="task", required=True, metavar="TASK")
@@ -25,7 +27,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Train the data-controlled and the fixed variant, evaluate both, and write "
         "results.md (with the paper's 0.43 vs 0.25), results.json and the plots.",
     )
-    mh_parser(mh, "cpu", "runs/memory-horizon-PRESET", variant=False)
+    task_flags(mh, TASKS["memory-horizon"], "cpu", "runs/memory-horizon-PRESET", model_flag=False)
     mh.set_defaults(handler=experiment_memory_horizon)
     lm = experiment.add_parser(
         "lm",
@@ -35,7 +37,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "variant's FFN make up for GateLoop's transition projections); test perplexity beside the "
         "paper's Table 1 and a unigram baseline; results.md, results.json and validation_loss.png.",
     )
-    lm_parser(lm, "runs/lm-PRESET", model=False)
+    task_flags(lm, TASKS["lm"], "cpu", "runs/lm-PRESET", model_flag=False)
     lm.set_defaults(handler=experiment_lm)
     _ablations_parser(experiment, common)
 
@@ -92,8 +94,9 @@ def _ablations_parser(experiment: Any, common: argparse.ArgumentParser) -> None:
 
 def experiment_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.experiments.memory_horizon_report import run_experiment
+    from gateloop.experiments.tasks import get_task
 
-    name, run = mh_run(args, "cpu")
+    name, run = task_run(args, get_task("memory-horizon"), "cpu")
     out = args.out or Path("runs") / f"memory-horizon-{name}"
     run_experiment(run, out, name=name, resume=args.resume, progress=not args.no_progress, runtime=runtime)
     return 0
@@ -101,8 +104,9 @@ def experiment_memory_horizon(args: argparse.Namespace, runtime: Runtime | None)
 
 def experiment_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.experiments.language_model_report import run_experiment
+    from gateloop.experiments.tasks import get_task
 
-    name, run = lm_run(args)
+    name, run = task_run(args, get_task("lm"), "cpu")
     out = args.out or Path("runs") / f"lm-{name}"
     run_experiment(run, out, name=name, resume=args.resume, progress=not args.no_progress, runtime=runtime)
     return 0

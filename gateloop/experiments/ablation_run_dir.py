@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateloop.experiments.ablation_tasks import AblationTask
 from gateloop.experiments.run_config import SECTIONS, RunConfig
+from gateloop.experiments.tasks import Task
 from gateloop.machine import cpu_name
 from gateloop.models import TransformerConfig
 from gateloop.models.base import CausalModel
@@ -22,7 +22,7 @@ from gateloop.training.wall_time import read_wall_time
 RECORD_NAME = "ablation.json"  # a finished run's numbers, written by the grid
 
 
-def is_finished(task: AblationTask, run_dir: Path) -> bool:
+def is_finished(task: Task, run_dir: Path) -> bool:
     """``final/`` holds weights and the metrics hold the final evaluation (at the last step)."""
     if not (run_dir / "final" / "model.safetensors").is_file() or not (run_dir / "config.json").is_file():
         return False
@@ -52,7 +52,7 @@ def check_same_config(run: RunConfig, run_dir: Path) -> None:
 
 
 def write_record(
-    task: AblationTask,
+    task: Task,
     variant: str,
     run: RunConfig,
     run_dir: Path,
@@ -89,7 +89,7 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def finished_record(task: AblationTask, run: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+def finished_record(task: Task, run: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     """The saved record of a finished run made with ``run``'s config; None for any other run (one
     not finished, without a record, or of another config: the grid refuses that when it gets there)."""
     if not is_finished(task, run_dir) or config_changes(run, run_dir):
@@ -98,7 +98,7 @@ def finished_record(task: AblationTask, run: RunConfig, run_dir: Path) -> dict[s
 
 
 def record_from_final(
-    task: AblationTask, variant: str, run: RunConfig, run_dir: Path, shared: Any, runtime: Runtime
+    task: Task, variant: str, run: RunConfig, run_dir: Path, shared: Any, runtime: Runtime
 ) -> dict[str, Any]:
     """A finished run without a record (killed after ``final/``): evaluate its final weights."""
     model = model_class(run.model).from_pretrained(run_dir / "final", device=runtime.device)

@@ -31,10 +31,10 @@ from gateloop.experiments.ablation_run_dir import (
     record_from_final,
     write_record,
 )
-from gateloop.experiments.ablation_tasks import TASKS, AblationTask, get_task
 from gateloop.experiments.ablation_variants import check_variants, variant_model
 from gateloop.experiments.parameter_matching import match_parameters
 from gateloop.experiments.run_config import RunConfig, field_names
+from gateloop.experiments.tasks import TASKS, Task, get_task
 from gateloop.models import GateLoopConfig, TransformerConfig
 from gateloop.training import Runtime, TrainConfig, current_runtime
 
@@ -71,7 +71,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 # ---------------------------------------------------------------------------- the grid's configs
 def ablation_runs(
-    task: AblationTask,
+    task: Task,
     base: RunConfig,
     overrides: Mapping[str, Any],
     variants: Sequence[str],
@@ -100,7 +100,7 @@ def ablation_runs(
 
 
 def variant_run(
-    task: AblationTask, base: RunConfig, variant: str, transformer_overrides: Mapping[str, Any]
+    task: Task, base: RunConfig, variant: str, transformer_overrides: Mapping[str, Any]
 ) -> RunConfig:
     """``base`` with the model of ``variant``, its parameter count matched to ``base.model``'s."""
     model = match_parameters(variant_model(base.model, variant, task.head_dim), base.model)  # type: ignore[arg-type]
@@ -177,7 +177,7 @@ def run_grid(
 
 
 def _grid_records(
-    task: AblationTask,
+    task: Task,
     runs: Mapping[tuple[str, int], RunConfig],
     order: Sequence[tuple[str, int]],
     gathered: Mapping[tuple[str, int], dict[str, Any]],
@@ -192,7 +192,7 @@ def _grid_records(
 
 
 def run_one(
-    task: AblationTask,
+    task: Task,
     variant: str,
     run: RunConfig,
     run_dir: Path,

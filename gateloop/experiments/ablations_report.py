@@ -14,8 +14,8 @@ from gateloop.experiments.ablation_variants import VARIANTS
 from gateloop.training.wall_time import minutes
 
 if TYPE_CHECKING:
-    from gateloop.experiments.ablation_tasks import AblationTask
     from gateloop.experiments.run_config import RunConfig
+    from gateloop.experiments.tasks import Task
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def format_mean_std(stats: Mapping[str, Any], digits: int) -> str:
     return f"{stats['mean']:.{digits}f}{std} (n={stats['n']})"
 
 
-def table_lines(task: AblationTask, aggregates: Mapping[str, dict[str, Any]]) -> list[str]:
+def table_lines(task: Task, aggregates: Mapping[str, dict[str, Any]]) -> list[str]:
     metrics = task.metrics
     header = ["variant", *[m.label for m in metrics], "parameters", "non-embedding", "wall time per run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -71,7 +71,7 @@ def table_lines(task: AblationTask, aggregates: Mapping[str, dict[str, Any]]) ->
 
 
 def write_report(
-    task: AblationTask,
+    task: Task,
     runs: Mapping[tuple[str, int], RunConfig],
     records: Sequence[dict[str, Any]],
     out_dir: Path,
@@ -120,7 +120,7 @@ def write_report(
 
 
 def _header(
-    task: AblationTask,
+    task: Task,
     base: Any,
     name: str,
     aggregates: Mapping[str, dict[str, Any]],
