@@ -166,3 +166,10 @@ def test_ddp_memory_horizon_two_processes_match_one(tmp_path) -> None:
     # to ~lr per step on the reduction order alone (measured max 1.9e-5 after 6 steps on AMD EPYC)
     for name in wa:
         assert torch.allclose(wa[name], wb[name], atol=1e-4), name
+
+
+def test_train_lm_without_data_says_so(tmp_path, capsys) -> None:
+    """Before: '`.` is not a complete dataset' (the empty default path, read as the cwd)."""
+    assert main(["train", "lm", "--preset", "cpu", "--out", str(tmp_path / "r")]) == 1
+    assert "--data is required" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -6,20 +6,29 @@ Hugging Face: config.json (``GateLoopHFConfig``: model_type "gateloop") + model.
               (``model.embed.weight``, ...) [+ tokenizer.json]; ``AutoModelForCausalLM`` loads it
               after ``import gateloop.hf``.
 
-Only names change; every tensor is copied as stored (same dtype, same bits).
+Only names change; every tensor is copied as stored (same dtype, same bits). Both directions check
+every tensor's name and shape against the config before writing; ``native_to_hf`` leaves exactly
+one set of weights in its ``out``, ``hf_to_native`` refuses a directory holding two, or an index
+naming a shard outside the directory.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
 from gateloop.hf.configuration import HF_CONFIGS, _NativeBackedConfig
 from gateloop.hf.modeling import HF_MODELS
+from gateloop.hf.weight_files import INDEX_NAME, check_index, check_tensors, hf_weight_files, tensor_shapes
 from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
+from gateloop.training.files import TMP_PREFIX, fsync_path, publish_dir
 
 PREFIX = "model."  # the HF classes hold our model as ``self.model``
 # the HF config classes by their own model_type ("gateloop_transformer"), as an HF config.json names it
@@ -59,7 +68,13 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     beside the model as tokenizer.json (a warning, and the model alone, if it cannot be built); the
     config records the run's tokenizer spec as ``gateloop_tokenizer`` and its end-of-text id as
     ``eos_token_id`` / ``pad_token_id``. ValueError when the model's vocabulary is not the
-    tokenizer's. Returns ``out``.
+    tokenizer's, or its weights are not the ones its config describes. Returns ``out``.
+
+    ``out`` must be new, empty, or a Hugging Face GateLoop directory (an earlier conversion, a
+    ``save_pretrained``): its model files (weights in any layout, config, tokenizer) are all
+    replaced, so no weights of the old model stay beside the new; other files (a README.md, a .git)
+    are kept. Everything is written beside ``out`` first: a failure while writing leaves ``out`` as
+    it was.
     """
     from safetensors.torch import load_file, save_file
 
@@ -71,6 +86,8 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
             f"{model_dir / CONFIG_NAME} has model_type {model_type!r}; expected one of {sorted(HF_CONFIGS)}"
         )
     native = config_class(model_type).from_dict(saved)
+    weights_path = model_dir / WEIGHTS_NAME
+    check_tensors(tensor_shapes([weights_path]), native, "", model_dir / CONFIG_NAME, weights_path)
     spec, dataset_dir = _run_tokenizer(run_dir)
     if spec is not None and spec.get("vocab_size") != native.vocab_size:
         raise ValueError(
@@ -83,20 +100,87 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
         extra.update(gateloop_tokenizer=spec, eos_token_id=eot, bos_token_id=eot, pad_token_id=eot)
     hf_config = HF_CONFIGS[model_type].from_native(native, **extra)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = load_file(str(model_dir / WEIGHTS_NAME))
-    renamed = {PREFIX + name: t for name, t in weights.items()}
-    save_file(renamed, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
-    hf_config.save_pretrained(str(out))
-    write_auto_map(out, model_type)
-    if tokenizer and spec is not None and dataset_dir is not None:
-        from gateloop.hf.tokenizer import save_hf_tokenizer
+    target = out.resolve()  # a symlink to a directory: that directory is the one written, the link stays
+    _check_out_dir(target)
+    scratch = _scratch_dir(target)
+    try:
+        weights = load_file(str(weights_path))
+        renamed = {PREFIX + name: t for name, t in weights.items()}
+        save_file(renamed, str(scratch / WEIGHTS_NAME), metadata={"format": "pt"})
+        hf_config.save_pretrained(str(scratch))
+        write_auto_map(scratch, model_type)
+        if tokenizer and spec is not None and dataset_dir is not None:
+            from gateloop.hf.tokenizer import save_hf_tokenizer
 
-        try:
-            save_hf_tokenizer(spec, dataset_dir, out)
-        except OSError as e:  # the dataset's BPE file gone, GPT-2's ranks file unreachable
-            warnings.warn(f"{e}; wrote the model without its tokenizer", RuntimeWarning, stacklevel=2)
+            try:
+                save_hf_tokenizer(spec, dataset_dir, scratch)
+            except OSError as e:  # the dataset's BPE file gone, GPT-2's ranks file unreachable
+                warnings.warn(f"{e}; wrote the model without its tokenizer", RuntimeWarning, stacklevel=2)
+        _publish_hf_dir(scratch, target)
+    finally:
+        if scratch.exists():  # a failure before publishing (after it, nothing is left there)
+            shutil.rmtree(scratch)
     return out
+
+
+def _check_out_dir(out: Path) -> None:
+    """ValueError unless ``out`` is new, empty, or a Hugging Face GateLoop directory (the only kind
+    whose model files a conversion may replace: anything else would be mixed with our files)."""
+    # imported here: harness imports this module
+    from gateloop.hf.harness import is_hf_dir
+
+    expected = "expected a new, empty or Hugging Face GateLoop directory"
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out {out} is a file; {expected}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        ours = is_hf_dir(out)
+    except ValueError:  # config.json is not JSON: not ours either
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"out {out} is not empty and not a Hugging Face GateLoop directory (no {CONFIG_NAME} with "
+            f"model_type one of {sorted(BY_HF_TYPE)}); {expected}"
+        )
+
+
+def _scratch_dir(out: Path) -> Path:
+    """A new directory beside ``out`` to write into (a ``TMP_PREFIX`` name: ``sweep_leftovers`` and
+    a reader know it for a leftover; unique, so two conversions never share one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.with_name(f"{TMP_PREFIX}{out.name}.{uuid.uuid4().hex[:12]}")
+    scratch.mkdir()
+    return scratch
+
+
+def _publish_hf_dir(scratch: Path, out: Path) -> None:
+    """Make the written ``scratch`` the model in ``out``: the whole directory, swapped in at once,
+    when ``out`` holds nothing else; else ``out``'s model files go and the new ones move in beside
+    the files kept (a README.md, a .git)."""
+    old = _model_files(out) if out.is_dir() else []
+    kept = [p for p in out.iterdir() if p not in old] if out.is_dir() else []
+    if not kept:
+        publish_dir(scratch, out)
+        return
+    for path in old:  # any index first: an interrupted removal never leaves an index naming gone shards
+        path.unlink()
+    # the config last: until it arrives, the directory is no loadable model, never a mixed one
+    for path in sorted(scratch.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+        fsync_path(path)
+        os.replace(path, out / path.name)
+    fsync_path(out)
+    scratch.rmdir()
+
+
+def _model_files(directory: Path) -> list[Path]:
+    """The files of the model in an HF ``directory`` (weights, config, tokenizer), indexes first."""
+    found = [
+        p
+        for p in directory.iterdir()
+        if (p.is_file() or p.is_symlink()) and (p.name in HF_MODEL_FILES or WEIGHT_FILE.fullmatch(p.name))
+    ]
+    return sorted(found, key=lambda p: (not p.name.endswith(".index.json"), p.name))
 
 
 # the "remote code" of a converted directory: our classes, from the installed gateloop package
@@ -112,6 +196,23 @@ from gateloop.hf import (  # noqa: F401
     + "".join(f"    {name},\n" for name in AUTO_NAMES)
     + ")\n"
 )
+
+# what a conversion or ``save_pretrained`` writes beside the weights; in an ``out`` converted into
+# again each is replaced, or removed when the new model has none (an old tokenizer must not stay)
+HF_MODEL_FILES = frozenset(
+    {
+        CONFIG_NAME,
+        "generation_config.json",
+        f"{AUTO_MODULE}.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    }
+)
+# the weights in every layout transformers loads (single file or shards + index; safetensors or
+# pickle), with the shard names transformers' save_pretrained writes and itself cleans up
+WEIGHT_FILE = re.compile(r"(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?")
 
 
 def write_auto_map(directory: Path, model_type: str) -> None:
@@ -131,17 +232,25 @@ def write_auto_map(directory: Path, model_type: str) -> None:
 
 def hf_to_native(source: str | Path, out: str | Path) -> Path:
     """Write gateloop's checkpoint layout (``GateLoopLM.from_pretrained``-able) of the Hugging Face
-    directory ``source`` (from ``native_to_hf`` or ``GateLoopForCausalLM.save_pretrained``)."""
-    from safetensors.torch import save_file
+    directory ``source`` (from ``native_to_hf`` or ``GateLoopForCausalLM.save_pretrained``).
+
+    Everything is checked before anything is written: one set of weights (model.safetensors, or the
+    shards its index names, each inside ``source``), holding exactly the tensors the config
+    describes, of its shapes. ValueError naming the tensor and the file otherwise.
+    """
+    from safetensors.torch import load_file, save_file
 
     source = Path(source)
     saved = _read_config(source, "a Hugging Face GateLoop model directory")
     hf_config_class = check_hf_model_type(saved, source / CONFIG_NAME)
     native = hf_config_class.from_dict(saved).to_native()
-    weights = _load_hf_weights(source)
-    foreign = sorted(name for name in weights if not name.startswith(PREFIX))
-    if foreign:
-        raise ValueError(f"{source} holds tensors outside {PREFIX!r}: {foreign[:5]}")
+    files, listed = hf_weight_files(source)
+    found = tensor_shapes(files)
+    if listed is not None:
+        check_index(listed, found, source)
+    where = source / INDEX_NAME if listed is not None else files[0]
+    check_tensors(found, native, PREFIX, source / CONFIG_NAME, where)
+    weights = {name: t for path in files for name, t in load_file(str(path)).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     native.save(out / CONFIG_NAME)
@@ -160,19 +269,6 @@ def check_hf_model_type(saved: dict[str, Any], path: Path) -> type[_NativeBacked
             f"(expected one of {sorted(BY_HF_TYPE)})"
         )
     return BY_HF_TYPE[model_type]
-
-
-def _load_hf_weights(directory: Path) -> dict[str, Any]:
-    """Every tensor of a HF directory: one model.safetensors, or the shards its index names."""
-    from safetensors.torch import load_file
-
-    index = directory / f"{WEIGHTS_NAME}.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(str(directory / shard)).items()}
-    if not (directory / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"{directory / WEIGHTS_NAME} not found (nor a sharded index)")
-    return load_file(str(directory / WEIGHTS_NAME))
 
 
 def _run_tokenizer(run_dir: Path | None) -> tuple[dict[str, Any] | None, Path | None]:
