@@ -214,3 +214,17 @@ def test_lm_grid_reports_test_perplexity(tmp_path, capsys) -> None:
         assert record["metrics"]["test_perplexity"] > 1 and record["wall_time_s"] > 0
     _, _, model = lm.load_run(tmp_path / "lm" / "transformer" / "seed0")
     assert isinstance(model, TransformerLM)
+
+
+def test_grid_does_not_evaluate_the_test_set_twice(tmp_path, monkeypatch) -> None:
+    """Before: the trainer's final evaluation (the test set) and then the record's, again. Now one
+    evaluation a run, and the record's metrics are the trainer's final row."""
+    calls = []
+    evaluate = mh.evaluate
+    monkeypatch.setattr(mh, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    out = tmp_path / "grid"
+    assert main([*GRID[:4], "--variants", "gateloop", "--seeds", "0", "--out", str(out), *TINY]) == 0
+    assert len(calls) == 1
+    record = json.loads((out / "gateloop" / "seed0" / "ablation.json").read_text())
+    final = json.loads((out / "gateloop" / "seed0" / "eval.json").read_text())
+    assert record["metrics"]["test_accuracy"] == final["test_accuracy"]

@@ -61,8 +61,10 @@ def write_record(
     wall_time_s: float | None,
     shared: Any,
     runtime: Runtime,
+    metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The run's numbers (test metrics of ``model``), written to ``RUN/ablation.json``."""
+    """The run's numbers (test metrics of ``model``: ``metrics`` when the caller has them, else
+    evaluated now), written to ``RUN/ablation.json``."""
     if not runtime.is_main:
         return {}
     record = {
@@ -78,7 +80,7 @@ def write_record(
         # where the wall time was spent: metrics on another CPU model differ in the last digits
         "threads": read_run_config(run_dir).get("resolved", {}).get("threads"),
         "cpu": cpu_name(),
-        "metrics": task.evaluate(model, run, shared),
+        "metrics": metrics if metrics is not None else task.evaluate(model, run, shared),
     }
     atomic_write_text(run_dir / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     return record

@@ -210,8 +210,10 @@ def run_one(
         return read_record(run_dir) or record_from_final(task, variant, run, run_dir, shared, runtime)
     _say(runtime, f"{variant} seed {seed}: training into {run_dir}")
     result = task.train(run, run_dir, resume=resume, progress=progress, runtime=runtime, shared=shared)
+    # Memory Horizon's trainer already evaluated the test set: not evaluated a second time
+    metrics = task.final_metrics(result.evaluation)
     return write_record(
-        task, variant, run, run_dir, result.model, result.steps, result.wall_time_s, shared, runtime
+        task, variant, run, run_dir, result.model, result.steps, result.wall_time_s, shared, runtime, metrics
     )
 
 
