@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateloop.data.prepare import TokenDataset, prepare
+from gateloop.data.prepare import prepare
+from gateloop.data.tokens import TokenDataset
 
 SOTU = Path(__file__).parent / "data" / "sotu"
 

@@ -10,8 +10,9 @@ import pytest
 
 from gateloop.cli import main
 from gateloop.data.corpora import read_text, read_wikitext103, split_documents, strip_brown_tags
-from gateloop.data.prepare import TokenDataset, prepare
+from gateloop.data.prepare import prepare
 from gateloop.data.tokenizers import BPETokenizer, ByteTokenizer, GPT2Tokenizer
+from gateloop.data.tokens import TokenDataset
 
 SOTU = Path(__file__).parent / "data" / "sotu"
 

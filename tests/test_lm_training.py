@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from gateloop.cli import main
-from gateloop.data.prepare import TokenDataset, prepare
+from gateloop.data.prepare import prepare
+from gateloop.data.tokens import TokenDataset
 from gateloop.experiments import language_model as lm
 from gateloop.experiments.language_model_report import unigram_perplexity
 from gateloop.models import GateLoopConfig, GateLoopLM

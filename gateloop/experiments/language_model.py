@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
-from gateloop.data.prepare import TokenDataset
+from gateloop.data.tokens import TokenDataset, document_ids, window_batch
 from gateloop.experiments.run_config import RunConfig, field_names, heads_of, transformer_like
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.base import CausalModel
@@ -202,20 +202,6 @@ def build_run(
 
 
 # ---------------------------------------------------------------------------- batches and loss
-def window_batch(tokens: np.ndarray, *, seq_len: int, rows: int, generator: torch.Generator) -> Tensor:
-    """``rows`` random windows of ``seq_len + 1`` tokens: LongTensor [rows, seq_len + 1]."""
-    if len(tokens) < seq_len + 1:
-        raise ValueError(f"the split has {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
-    starts = torch.randint(0, len(tokens) - seq_len, (rows,), generator=generator)
-    return torch.stack(
-        [torch.from_numpy(tokens[s : s + seq_len + 1].astype(np.int64)) for s in starts.tolist()]
-    )
-
-
-def document_ids(inputs: Tensor, eot_id: int) -> Tensor:
-    """Document index per position: a new document starts after every end-of-text token."""
-    eot = (inputs == eot_id).long()
-    return torch.cumsum(eot, dim=1) - eot
 
 
 def make_batch_fn(run: LMRun, tokens: np.ndarray, runtime: Runtime):

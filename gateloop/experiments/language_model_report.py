@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gateloop.data.prepare import TokenDataset
+from gateloop.data.tokens import TokenDataset
 from gateloop.experiments.language_model import MODELS, LMRun, as_model, evaluate_perplexity, train
 from gateloop.training import MetricsLogger, Runtime, current_runtime
 from gateloop.training.wall_time import minutes

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateloop.data.prepare import TokenDataset
+from gateloop.data.tokens import TokenDataset
 from gateloop.experiments import language_model as lm
 from gateloop.experiments import memory_horizon as mh
 from gateloop.experiments.ablation_variants import VARIANTS
