@@ -278,12 +278,16 @@ def train(
     resume: bool = False,
     progress: bool = True,
     runtime: Runtime | None = None,
+    dataset: TokenDataset | None = None,
 ) -> TrainResult:
     """Train one LM on the prepared dataset at ``run.data.path`` (one process, or one rank of a
-    torchrun job); returns the trained model and its final validation metrics."""
+    torchrun job); returns the trained model and its final validation metrics. ``dataset``: that
+    dataset already opened by the caller (the task table's shared data), so its shards are
+    checked once."""
     run.validate()
     runtime = runtime or current_runtime()
-    dataset = TokenDataset(run.data.path)
+    if dataset is None:
+        dataset = TokenDataset(run.data.path)
     model_config, schedule = run.resolve(dataset, runtime.world_size)
     eot_id = int(dataset.meta["tokenizer"]["eot_id"])
     torch.manual_seed(run.train.seed)

@@ -119,7 +119,7 @@ def _lm_load(run: Any) -> Any:
 
 
 def _lm_train(run: Any, run_dir: Path, *, shared: Any, **kwargs: Any) -> TrainResult:
-    return lm.train(run, run_dir, **kwargs)
+    return lm.train(run, run_dir, dataset=shared, **kwargs)
 
 
 def _lm_evaluate(model: CausalModel, run: Any, shared: Any) -> dict[str, float]:
