@@ -45,7 +45,9 @@ def run_experiment(
         run = as_model(base, model, match_parameters=True)
         if runtime.is_main:
             print(f"[lm] training {model}", flush=True)
-        trained = train(run, out_dir / model, resume=resume, progress=progress, runtime=runtime)
+        trained = train(
+            run, out_dir / model, resume=resume, progress=progress, runtime=runtime, dataset=dataset
+        )
         test = evaluate_perplexity(trained.model, dataset["test"], seq_len=run.data.seq_len)
         results[model] = {**trained.summary(), "test": test, "wall_time_s": trained.wall_time_s}
     if runtime.is_main:
