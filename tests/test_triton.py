@@ -218,6 +218,64 @@ def test_triton_half_precision(dtype: torch.dtype, tol: float, tol_log_a: float,
     assert_close("grad_trans", ref["grad_trans"], out["grad_trans"], tol_log_a)
 
 
+# --- non-finite inputs ----------------------------------------------------------------------------
+
+
+def _nonfinite_inputs(d: int) -> dict[str, Tensor]:
+    """B 1, L 128, H 2: |a| = σ(x + 3) (gates near 1, so a NaN would travel far), 0.3·randn phases."""
+    g = torch.Generator().manual_seed(40 + d)
+    q, k, v = (torch.randn(1, 128, 2, d, generator=g) for _ in range(3))
+    log_a = torch.complex(
+        torch.nn.functional.logsigmoid(torch.randn(1, 128, 2, d, generator=g) + 3),
+        0.3 * torch.randn(1, 128, 2, d, generator=g),
+    )
+    return {"q": q, "k": k, "v": v, "log_a": log_a}
+
+
+def _triton_run(x: dict[str, Tensor], loss_rows: slice, **kw: object) -> tuple[Tensor, dict[str, Tensor]]:
+    """y and the gradients of Σ y[:, loss_rows] · w (w fixed) from the Triton backend on DEVICE."""
+    leaves = {n: t.detach().to(DEVICE).requires_grad_(True) for n, t in x.items()}
+    y, _ = gate_loop(leaves["q"], leaves["k"], leaves["v"], log_a=leaves["log_a"], backend="triton", **kw)
+    w = torch.linspace(-1, 1, y.shape[1], device=DEVICE)[None, :, None, None]
+    grads = torch.autograd.grad((y[:, loss_rows] * w[:, loss_rows]).sum(), list(leaves.values()))
+    return y.detach().cpu(), {n: g.cpu() for n, g in zip(leaves, grads, strict=True)}
+
+
+@pytest.mark.parametrize("d", [1, 8], ids=["siso", "key"])
+def test_triton_nonfinite_value_does_not_reach_earlier_positions(d: int) -> None:
+    """As for the PyTorch modes (test_nonfinite.py): a NaN in v at t = 100 leaves every output and
+    gradient before t bit-identical to the clean run's, and y at t is not finite."""
+    clean = _nonfinite_inputs(d)
+    poisoned = {n: t.clone() for n, t in clean.items()}
+    poisoned["v"][0, 100, 0, 0] = math.nan
+    t = 100
+    y0, g0 = _triton_run(clean, slice(0, t))
+    y, grads = _triton_run(poisoned, slice(0, t))
+    assert torch.equal(y[:, :t], y0[:, :t]), "outputs before t changed"
+    assert not torch.isfinite(y[0, t, 0]).all()
+    for name, grad in grads.items():
+        assert torch.equal(grad[:, :t], g0[name][:, :t]), f"gradient w.r.t. {name} before t changed"
+
+
+@pytest.mark.parametrize("d", [1, 8], ids=["siso", "key"])
+def test_triton_nonfinite_value_stays_in_its_packed_sequence(d: int) -> None:
+    """cu_seqlens [0, 32, 64, 128]: a NaN key in sequence 0 leaves sequences 1 and 2 (outputs and
+    the gradients of a loss over them) as in the clean run, within float32 rounding (fla's chunks
+    span sequence starts, the floored log|a| there is -30)."""
+    clean = _nonfinite_inputs(d)
+    poisoned = {n: t.clone() for n, t in clean.items()}
+    poisoned["k"][0, 10, 1, 0] = math.nan
+    cu = torch.tensor([0, 32, 64, 128], dtype=torch.int32, device=DEVICE)
+    y0, g0 = _triton_run(clean, slice(32, None), cu_seqlens=cu)
+    y, grads = _triton_run(poisoned, slice(32, None), cu_seqlens=cu)
+    assert torch.isfinite(y[:, 32:]).all(), "the NaN crossed into a later sequence"
+    torch.testing.assert_close(y[:, 32:], y0[:, 32:], rtol=1e-6, atol=1e-6)
+    assert not torch.isfinite(y[0, 10:32, 1]).all()
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), f"gradient w.r.t. {name} not finite"
+        torch.testing.assert_close(grad, g0[name], rtol=1e-6, atol=1e-6)
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

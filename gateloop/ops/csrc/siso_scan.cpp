@@ -21,6 +21,10 @@
 // A zero cotangent stays exactly zero through NaN/Inf inputs (0 * NaN would be NaN), so a
 // non-finite value at step t never reaches the gradients of earlier steps whose loss excludes
 // step t onwards (docs/numerics.md, 'Non-finite inputs'). The forward is causal by construction.
+// A reset (a_n = 0 exactly, l_n = -inf) is taken as the exact restart it is: h_n = k_n v_n and
+// d h_n / d h_{n-1} = 0 are selected, not computed as 0 * h_{n-1}, so a NaN/Inf state or
+// cotangent on one side of a reset never crosses it (0 * NaN = NaN would); finite values give
+// the same results as the products.
 // The forward keeps only the state entering every kChunk-th step; the backward recomputes the
 // states of one chunk at a time (no [B, L, H] state history is ever written).
 #include <torch/extension.h>
@@ -128,8 +132,9 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
 #pragma omp simd
     for (int64_t j = 0; j < width; ++j) {
       const T x = k[o + j] * v[o + j];
-      const T nr = ar[j] * sr[j] - ai[j] * si[j] + x;
-      const T ni = ar[j] * si[j] + ai[j] * sr[j];
+      const bool reset = (ar[j] == T(0)) & (ai[j] == T(0));  // a restart: nothing of h_{n-1} stays
+      const T nr = reset ? x : ar[j] * sr[j] - ai[j] * si[j] + x;
+      const T ni = reset ? T(0) : ar[j] * si[j] + ai[j] * sr[j];
       sr[j] = nr;
       si[j] = ni;
       y[o + j] = scale * q[o + j] * nr;
@@ -139,6 +144,15 @@ void forward_block(const T* __restrict q, const T* __restrict k, const T* __rest
     fr[j] = sr[j];
     fi[j] = si[j];
   }
+}
+
+// c * x, or exactly 0 where the cotangent c is 0 and x is NaN/Inf (0 * NaN = NaN): the gradient
+// through a step the loss does not depend on (an earlier sequence's NaN state, a NaN value at
+// the step itself). Finite x give the product's bits, zero signs included.
+template <typename T>
+inline T times_cotangent(T c, T x) {
+  const T p = c * x;
+  return ((c == T(0)) & (p != p)) ? T(0) : p;
 }
 
 // Walks the chunks from last to first: recomputes the chunk's states from its checkpoint into a
@@ -181,8 +195,10 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
       transitions<T, kPhase>(log_a + o * kLogStride, width, a_r, a_i);
 #pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        cr[j] = a_r[j] * pr[j] - a_i[j] * pi[j] + k[o + j] * v[o + j];
-        ci[j] = a_r[j] * pi[j] + a_i[j] * pr[j];
+        const T x = k[o + j] * v[o + j];
+        const bool reset = (a_r[j] == T(0)) & (a_i[j] == T(0));  // as in the forward
+        cr[j] = reset ? x : a_r[j] * pr[j] - a_i[j] * pi[j] + x;
+        ci[j] = reset ? T(0) : a_r[j] * pi[j] + a_i[j] * pr[j];
       }
     }
     for (int64_t n = n1 - 1; n >= n0; --n) {
@@ -204,19 +220,21 @@ void backward_block(const T* __restrict dy, const T* __restrict q, const T* __re
         const T q_n = drop_q ? T(0) : q_raw;
         const T g_r = gr[j] + sdy * q_n;
         const T g_i = gi[j];
-        dq[o + j] = sdy * cr[j];
-        dk[o + j] = g_r * v[o + j];
-        dv[o + j] = g_r * k[o + j];
-        // p = a_n h_{n-1};  dl + i dtheta = g conj(p)
-        const T p_r = a_r[j] * pr[j] - a_i[j] * pi[j];
-        const T p_i = a_r[j] * pi[j] + a_i[j] * pr[j];
-        dl[(o + j) * kLogStride] = g_r * p_r + g_i * p_i;
+        dq[o + j] = times_cotangent(sdy, cr[j]);
+        dk[o + j] = times_cotangent(g_r, v[o + j]);
+        dv[o + j] = times_cotangent(g_r, k[o + j]);
+        // p = a_n h_{n-1};  dl + i dtheta = g conj(p); p = 0 at a reset, whatever h_{n-1} holds
+        const bool reset = (a_r[j] == T(0)) & (a_i[j] == T(0));
+        const T p_r = reset ? T(0) : a_r[j] * pr[j] - a_i[j] * pi[j];
+        const T p_i = reset ? T(0) : a_r[j] * pi[j] + a_i[j] * pr[j];
+        dl[(o + j) * kLogStride] = times_cotangent(g_r, p_r) + times_cotangent(g_i, p_i);
         if constexpr (kPhase) {
-          dth[(o + j) * kLogStride] = g_i * p_r - g_r * p_i;
+          dth[(o + j) * kLogStride] = times_cotangent(g_i, p_r) - times_cotangent(g_r, p_i);
         }
         // g <- conj(a_n) g; a zero g stays exactly 0 through a NaN/Inf a_n (as above: only a
-        // NaN product of a zero g is replaced, so finite a_n give the same bits)
-        const bool g_zero = (g_r == T(0)) & (g_i == T(0));
+        // NaN product of a zero g is replaced, so finite a_n give the same bits), and a reset
+        // passes exactly 0 back, also for a NaN/Inf g
+        const bool g_zero = ((g_r == T(0)) & (g_i == T(0))) | reset;
         const T ng_r = a_r[j] * g_r + a_i[j] * g_i;
         const T ng_i = a_r[j] * g_i - a_i[j] * g_r;
         gr[j] = (g_zero & (ng_r != ng_r)) ? T(0) : ng_r;

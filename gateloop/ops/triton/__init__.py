@@ -9,11 +9,13 @@ heads on the HGRN recurrences (``gla.py``, ``siso.py``; the reduction is in ``_r
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from gateloop.ops._inputs import OpInputs
+from gateloop.ops._inputs import OpInputs, Transitions
+from gateloop.ops._nonfinite import run_causal
 from gateloop.ops.triton._rotation import final_state_to_complex, realify, state_to_real
 from gateloop.ops.triton._runtime import INSTALL_HINT, check_runnable, extra_installed, kernels
 from gateloop.ops.triton.gla import gla_forward
@@ -71,8 +73,23 @@ def gate_loop_triton(
     initial state (N, H, dk, dv) complex, N = number of sequences); ``cu_seqlens`` checked int [N+1].
 
     Returns y (B, L, H, dv) in the input dtype (float32 for float32, else bfloat16/float16) and the
-    final state (N, H, dk, dv) complex64 or None.
+    final state (N, H, dk, dv) complex64 or None. A NaN/Inf input reaches only the outputs that
+    depend on it, as in the PyTorch modes (``_nonfinite``): fla's kernels never see it.
     """
+
+    def on_finite(
+        q: Tensor, k: Tensor, v: Tensor, transitions: Transitions, **packed: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        finite = replace(inputs, q=q, k=k, v=v, transitions=transitions)
+        return _run_kernels(finite, mode=mode, output_final_state=output_final_state, **packed)
+
+    return run_causal(on_finite, inputs.q, inputs.k, inputs.v, inputs.transitions, cu_seqlens=cu_seqlens)
+
+
+def _run_kernels(
+    inputs: OpInputs, *, mode: str, output_final_state: bool, cu_seqlens: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """``gate_loop_triton`` for finite inputs."""
     kern = kernels()
     log_mag, phase = inputs.transitions.as_log()  # (B, L, H, dk|1), floored at the float32 floor
     problem = realify(inputs.q, inputs.k, phase, cu_seqlens)  # q', k': (B, L, H, dk')
