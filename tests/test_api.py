@@ -282,3 +282,13 @@ def test_core_import_stays_light() -> None:
     code = f"import sys, gateloop; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_chunk_size_longer_than_the_sequence_is_the_sequence() -> None:
+    """chunk_size 10**9 at L 16 runs as one chunk of 16 (it used to pad to 10**9 and allocate ~32 GB)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 16, 2, 4, generator=g) for _ in range(3))
+    log_a = -torch.rand(1, 16, 2, 4, generator=g)
+    y_huge, _ = gate_loop(q, k, v, log_a=log_a, chunk_size=10**9)
+    y_one, _ = gate_loop(q, k, v, log_a=log_a, chunk_size=16)
+    assert torch.equal(y_huge, y_one)

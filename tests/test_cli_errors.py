@@ -49,9 +49,12 @@ def test_missing_data_directory(capsys) -> None:
     [
         (["--train.batch-size", "0"], "batch_size must be a positive int, got 0"),
         (["--train.max-steps", "0"], "max_steps must be a positive int, got 0"),
-        (["--train.epochs", "-1"], "epochs must be > 0"),
+        (["--train.epochs", "-1"], "epochs must be a finite number > 0"),
         (["--model.chunk-size", "-3"], "chunk_size must be a positive int, got -3"),
-        (["--train.lr", "-0.1"], "lr must be > 0"),
+        (["--train.lr", "-0.1"], "lr must be a finite number > 0, got -0.1"),
+        (["--train.lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--train.min-lr-ratio", "5"], "min_lr_ratio must be in [0, 1]"),
+        (["--train.weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
     ],
 )
 def test_bad_values(capsys, tmp_path, flags: list[str], message: str) -> None:
@@ -109,3 +112,52 @@ def test_debug_shows_the_traceback(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         main(["--debug", "eval", "memory-horizon", "--run", str(tmp_path)])
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _saved_mh_config(tmp_path: Path, capsys) -> dict:
+    """A finished toy Memory Horizon run's config.json, as a dict."""
+    import json
+
+    assert main(["train", "memory-horizon", "--out", str(tmp_path / "base"), *MH_TOY]) == 0
+    capsys.readouterr()
+    return json.loads((tmp_path / "base" / "config.json").read_text())
+
+
+def test_bad_config_files_are_named(capsys, tmp_path) -> None:
+    """--config: torn JSON, a JSON array, bytes that are not UTF-8, a null section and a misspelt
+    section each give one message naming the file (the misspelt one used to be ignored, and the
+    preset's budget started)."""
+    import json
+
+    saved = _saved_mh_config(tmp_path, capsys)
+    misspelt = {**{k: v for k, v in saved.items() if k != "train"}, "trian": saved["train"]}
+    cases = {
+        "torn.json": (b'{"task": "memory-horizon", "model": {', "is corrupt, not valid JSON"),
+        "array.json": (b"[1, 2]", "holds a JSON list, not a run config"),
+        "latin1.json": ('{"task": "mémoire"}'.encode("latin-1"), "is not UTF-8 text"),
+        "null.json": (json.dumps({**saved, "model": None}).encode(), "section 'model' must be a JSON object"),
+        "trian.json": (json.dumps(misspelt).encode(), "unknown run-config section(s) 'trian'"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        _fails(
+            capsys, ["train", "memory-horizon", "--config", str(path), "--out", str(tmp_path / name)], message
+        )
+        assert not (tmp_path / name / "config.json").exists(), f"{name}: a run started"
+    _fails(
+        capsys,
+        ["train", "memory-horizon", "--config", str(tmp_path / "trian.json")],
+        str(tmp_path / "trian.json"),
+    )
+
+
+def test_dataset_whose_eot_id_is_outside_the_vocabulary(capsys, tmp_path, byte_data) -> None:
+    import json
+
+    data = tmp_path / "bytes"
+    shutil.copytree(byte_data, data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["tokenizer"]["eot_id"] = 300  # the byte tokenizer has 257 ids
+    (data / "meta.json").write_text(json.dumps(meta))
+    _fails(capsys, ["train", "lm", "--data", str(data), "--no-progress"], "eot_id must be an id in [0, 257)")

@@ -73,6 +73,10 @@ def test_meta_vocabulary_must_match_the_tokenizer(tmp_path, dataset) -> None:
     (copy / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"gives vocab_size 512, but its tokenizer 'bytes' has 257 ids"):
         TokenDataset(copy).tokenizer()
+    meta["tokenizer"].update(vocab_size=257, eot_id=3)  # inside the vocabulary, but not the tokenizer's
+    (copy / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"gives eot_id 3, but its tokenizer 'bytes' has eot_id 256"):
+        TokenDataset(copy).tokenizer()
 
 
 def test_workers_die_with_a_killed_parent(tmp_path) -> None:

@@ -5,7 +5,6 @@ they build."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,11 +69,13 @@ def base_run(
 ) -> tuple[str, Any]:
     """(name, run config) from ``--config FILE`` or ``--preset`` (argparse refuses both)."""
     if args.config is not None:
-        from gateloop.training.run_dir import check_run_config_format
+        from gateloop.training.run_dir import read_config_file
 
-        saved = json.loads(Path(args.config).read_text())
-        check_run_config_format(saved, args.config)
-        return args.config.stem, run_class.from_dict(saved)
+        saved = read_config_file(args.config)
+        try:
+            return args.config.stem, run_class.from_dict(saved)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--config {args.config}: {e}") from None
     name = choose_preset(args.preset, presets, default)
     return name, presets[name]
 

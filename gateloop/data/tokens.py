@@ -44,6 +44,7 @@ class TokenDataset:
                 f"{meta_path} is corrupt or not a gateloop dataset's ({type(e).__name__}: {e}); "
                 "prepare the dataset again"
             ) from None
+        _check_tokenizer_ids(meta_path, self.meta["tokenizer"])
         self.splits: dict[str, np.memmap] = {}
         for split, info in self.meta["splits"].items():
             shard = self.directory / f"{split}.bin"
@@ -57,14 +58,21 @@ class TokenDataset:
     def vocab_size(self) -> int:
         return int(self.meta["tokenizer"]["vocab_size"])
 
+    @property
+    def eot_id(self) -> int:
+        """The end-of-text id that separates documents in the shards."""
+        return int(self.meta["tokenizer"]["eot_id"])
+
     def tokenizer(self) -> Tokenizer:
         tokenizer = load_tokenizer(self.meta["tokenizer"], self.directory)
-        if tokenizer.vocab_size != self.vocab_size:
-            raise ValueError(
-                f"{self.directory / META} gives vocab_size {self.vocab_size}, but its tokenizer "
-                f"{self.meta['tokenizer'].get('name')!r} has {tokenizer.vocab_size} ids: the dataset and its "
-                "tokenizer do not belong together; prepare the dataset again"
-            )
+        found = {"vocab_size": f"{tokenizer.vocab_size} ids", "eot_id": f"eot_id {tokenizer.eot_id}"}
+        for name, has in found.items():
+            if getattr(tokenizer, name) != getattr(self, name):
+                raise ValueError(
+                    f"{self.directory / META} gives {name} {getattr(self, name)}, but its tokenizer "
+                    f"{self.meta['tokenizer'].get('name')!r} has {has}: the dataset and its tokenizer "
+                    "do not belong together; prepare the dataset again"
+                )
         return tokenizer
 
     def __getitem__(self, split: str) -> np.memmap:
@@ -97,6 +105,18 @@ def _check_shard_hash(shard: Path, info: dict[str, Any], *, verify: bool) -> Non
             f"shard {shard} has sha256 {found}, meta.json expects {info['sha256']}: the file changed "
             "after `data prepare` wrote it (an edit, bit rot, or a shard of another dataset); prepare "
             "the dataset again"
+        )
+
+
+def _check_tokenizer_ids(meta_path: Path, spec: dict[str, object]) -> None:
+    """vocab_size >= 1 and 0 <= eot_id < vocab_size, or a ValueError naming meta.json."""
+    vocab_size, eot_id = spec.get("vocab_size"), spec.get("eot_id")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise ValueError(f"{meta_path}: tokenizer vocab_size must be an integer >= 1, got {vocab_size!r}")
+    if not isinstance(eot_id, int) or isinstance(eot_id, bool) or not 0 <= eot_id < vocab_size:
+        raise ValueError(
+            f"{meta_path}: tokenizer eot_id must be an id in [0, {vocab_size}) (the vocabulary), got "
+            f"{eot_id!r}; the file is corrupt or edited: prepare the dataset again"
         )
 
 

@@ -289,7 +289,7 @@ def train(
     if dataset is None:
         dataset = TokenDataset(run.data.path)
     model_config, schedule = run.resolve(dataset, runtime.world_size)
-    eot_id = int(dataset.meta["tokenizer"]["eot_id"])
+    eot_id = dataset.eot_id
     torch.manual_seed(run.train.seed)
     model = build_model(model_config).to(runtime.device)
 

@@ -21,6 +21,7 @@ from gateloop.training.run_dir import read_run_config
 
 R = TypeVar("R", bound="RunConfig")
 SECTIONS = ("model", "data", "train")
+DERIVED_KEYS = ("task", "format", "resolved")  # what a saved config.json records beside the sections
 
 
 @dataclass
@@ -54,7 +55,17 @@ class RunConfig:
         keys such as ``format`` and ``resolved`` are what the run derived, not what it asked for)."""
         if data.get("task") != cls.task:
             raise ValueError(f"this is a {data.get('task')!r} run config, not a {cls.task!r} one")
-        return dataclass_from_dict(cls, {k: data[k] for k in SECTIONS if k in data})
+        unknown = sorted(set(data) - {*SECTIONS, *DERIVED_KEYS})
+        if unknown:
+            raise ValueError(
+                f"unknown run-config section(s) {', '.join(map(repr, unknown))}: a run config has "
+                f"{', '.join(SECTIONS)} (and {', '.join(DERIVED_KEYS)}, which a run directory adds)"
+            )
+        for section in SECTIONS:
+            if not isinstance(data.get(section), dict):
+                got = "nothing" if section not in data else f"a JSON {type(data[section]).__name__}"
+                raise ValueError(f"run-config section {section!r} must be a JSON object, got {got}")
+        return dataclass_from_dict(cls, {k: data[k] for k in SECTIONS})
 
     @classmethod
     def load(cls: type[R], run_dir: str | Path) -> R:

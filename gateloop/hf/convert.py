@@ -28,6 +28,7 @@ from gateloop.hf.modeling import HF_MODELS
 from gateloop.hf.weight_files import INDEX_NAME, check_index, check_tensors, hf_weight_files, tensor_shapes
 from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
+from gateloop.models.weight_file import save_weights
 from gateloop.training.files import TMP_PREFIX, fsync_path, publish_dir
 
 PREFIX = "model."  # the HF classes hold our model as ``self.model``
@@ -76,7 +77,7 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     are kept. Everything is written beside ``out`` first: a failure while writing leaves ``out`` as
     it was.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     model_dir, run_dir = resolve_model_dir(source)
     saved = _read_config(model_dir, "a gateloop model directory")
@@ -106,7 +107,7 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     try:
         weights = load_file(str(weights_path))
         renamed = {PREFIX + name: t for name, t in weights.items()}
-        save_file(renamed, str(scratch / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_weights(renamed, scratch / WEIGHTS_NAME, {"format": "pt"})
         hf_config.save_pretrained(str(scratch))
         write_auto_map(scratch, model_type)
         if tokenizer and spec is not None and dataset_dir is not None:
@@ -238,7 +239,7 @@ def hf_to_native(source: str | Path, out: str | Path) -> Path:
     shards its index names, each inside ``source``), holding exactly the tensors the config
     describes, of its shapes. ValueError naming the tensor and the file otherwise.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     source = Path(source)
     saved = _read_config(source, "a Hugging Face GateLoop model directory")
@@ -256,7 +257,7 @@ def hf_to_native(source: str | Path, out: str | Path) -> Path:
     native.save(out / CONFIG_NAME)
     metadata = {"format": "pt", "model_type": native.model_type}
     renamed = {name[len(PREFIX) :]: t for name, t in weights.items()}
-    save_file(renamed, str(out / WEIGHTS_NAME), metadata=metadata)
+    save_weights(renamed, out / WEIGHTS_NAME, metadata)  # the same bytes for the same weights
     return out
 
 

@@ -17,6 +17,7 @@ from gateloop._validation import INTEGER_DTYPES, check_tensor
 from gateloop.layers.feed_forward import FeedForward
 from gateloop.models.config import ModelConfig
 from gateloop.models.generation import generate
+from gateloop.models.weight_file import save_weights
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -238,17 +239,12 @@ class CausalModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (no pickle) into ``directory``."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory / CONFIG_NAME)
         tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
-        save_file(
-            tensors,
-            str(directory / WEIGHTS_NAME),
-            metadata={"format": "pt", "model_type": self.config.model_type},
-        )
+        metadata = {"format": "pt", "model_type": self.config.model_type}
+        save_weights(tensors, directory / WEIGHTS_NAME, metadata)  # the same bytes for the same weights
         return directory
 
     @classmethod

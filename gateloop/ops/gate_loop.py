@@ -61,7 +61,7 @@ def gate_loop(
         initial_state: r|c(B H dk dv) state before the first token, or None (zeros).
         output_final_state: also return the state after the last token.
         chunk_size: chunk length for ``mode="chunk"`` (default 32; 64 for the pure-PyTorch SISO
-            form; measured in benchmarks/chunk_size.py).
+            form; measured in benchmarks/chunk_size.py); one longer than L is taken as L.
         backend: "auto" (Triton kernels for CUDA tensors in modes chunk/recurrent when the ``cuda``
             extra is installed, the PyTorch paths otherwise), "triton" (fla-core's kernels; CPU
             tensors only under TRITON_INTERPRET=1) or "torch".
@@ -110,6 +110,10 @@ def gate_loop(
         inputs = replace(
             inputs, initial_state=check_varlen_state(initial_state, inputs, cu_seqlens.numel() - 1)
         )
+    if chunk_size is not None:
+        # a chunk longer than the sequence is one chunk of the sequence: the same results, without
+        # padding to (and allocating) chunk_size
+        chunk_size = min(chunk_size, max(1, inputs.q.shape[1]))
     if use_triton(backend, mode, inputs, chunk_size):
         y, final = gate_loop_triton(
             inputs, mode=mode, output_final_state=output_final_state, cu_seqlens=cu_seqlens

@@ -4,6 +4,7 @@ resolved in one place."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,18 @@ class TrainConfig:
                 check_positive_int(name, getattr(self, name))
         if self.warmup_steps is not None and self.warmup_steps != 0:
             check_positive_int("warmup_steps", self.warmup_steps)  # 0: no warm-up
-        for name in ("epochs", "eval_every_epochs", "lr"):
+        for name in ("epochs", "eval_every_epochs", "lr", "transition_lr"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+            # why finite: an lr of inf (or NaN) passes "> 0" and fails only at the first step
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(
+                f"min_lr_ratio must be in [0, 1] (the fraction of the peak lr the cosine ends at), "
+                f"got {self.min_lr_ratio!r}"
+            )
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction <= 1:
             raise ValueError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:

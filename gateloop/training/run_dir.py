@@ -46,12 +46,28 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a run directory written by `gateloop train`")
+    return read_config_file(path)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A run config file (a run's ``config.json``, or one given as ``--config``) as a dict: a
+    missing, unreadable, torn or non-UTF-8 file, or one that is not a JSON object, is a ValueError
+    (FileNotFoundError) naming it; an old-format one is refused with what to do instead."""
+    path = Path(path)
     try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory; give its config.json") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}), so not a run config") from None
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ValueError(f"{path} is corrupt, not valid JSON ({e})") from None
     if not isinstance(saved, dict):
-        raise ValueError(f"{path} holds {type(saved).__name__}, not a run config")
+        raise ValueError(f"{path} holds a JSON {type(saved).__name__}, not a run config (a JSON object)")
     check_run_config_format(saved, path)
     return saved
 
