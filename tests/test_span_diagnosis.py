@@ -112,3 +112,18 @@ def test_config_change_names_nested_fields() -> None:
     assert config_change(base, base) == "(baseline)"
     changed = {"format": 2, "train": {"lr": 2.0, "log_every": 5}, "resolved": {"threads": 2}}
     assert config_change(changed, base) == "train.lr=2.0"  # bookkeeping fields are not a change
+
+
+def test_config_change_of_another_model_family_names_the_family() -> None:
+    """A parameter-matched Transformer against a GateLoop baseline: the family and its size, not
+    every GateLoop field it lacks."""
+    base = {
+        "model": {"model_type": "gateloop", "d_model": 64, "n_layer": 4, "d_qk": 64},
+        "train": {"lr": 1.0},
+    }
+    other = {"model": {"model_type": "transformer", "d_model": 64, "n_layer": 4}, "train": {"lr": 1.0}}
+    assert config_change(other, base) == "transformer (d_model 64, 4 layers)"
+    assert (
+        config_change({**other, "train": {"lr": 2.0}}, base)
+        == "transformer (d_model 64, 4 layers), train.lr=2.0"
+    )

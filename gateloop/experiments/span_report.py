@@ -37,6 +37,17 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_change(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     """The fields of ``config`` that differ from ``baseline``, as ``field=value`` (sorted)."""
+    family = config.get("model", {}).get("model_type")
+    if family != baseline.get("model", {}).get("model_type"):
+        # another model family: its fields are not changes of the baseline's; name the family and
+        # its size, and compare the data and training settings only
+        model = config["model"]
+        rest = config_change(
+            {k: v for k, v in config.items() if k != "model"},
+            {k: v for k, v in baseline.items() if k != "model"},
+        )
+        size = f"{family} (d_model {model.get('d_model')}, {model.get('n_layer')} layers)"
+        return size if rest == "(baseline)" else f"{size}, {rest}"
     mine, base = flatten(config), flatten(baseline)
     changed = [
         f"{key}={mine.get(key)}"
@@ -54,8 +65,10 @@ def run_summary(run_dir: Path, baseline_config: Mapping[str, Any]) -> dict[str, 
     evaluation = json.loads((run_dir / "eval.json").read_text())
     rows = [r for r in MetricsLogger(run_dir).read() if "grad_norm" in r]
     clipped = [r["clipped_fraction"] for r in rows if "clipped_fraction" in r]
+    # a grid's run directories are VARIANT/seedN: name them by both
+    name = f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name.startswith("seed") else run_dir.name
     return {
-        "run": run_dir.name,
+        "run": name,
         "dir": str(run_dir),
         "change": config_change(config, baseline_config),
         "steps": evaluation.get("steps", config.get("resolved", {}).get("max_steps")),

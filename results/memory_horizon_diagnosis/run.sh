@@ -27,10 +27,14 @@ declare -A RUNS=(
   [opt-e-paper-shape-clip10]="${PAPER_SHAPE[*]} --train.grad-clip 10"
   [cap-width-128]="${WIDE[*]}"
   [cap-layers-8]="--model.n-layer 8"
+  [opt-f-lr5e-3]="--train.lr 5e-3"
+  [init-short-memory]="--model.magnitude-init 0.3,0.7"
+  [init-long-memory]="--model.magnitude-init 0.99,0.9999"
   [transformer]="(the ablation grid's transformer variant)"
 )
 ORDER=(opt-a-paper-shape steps-5k opt-d-paper-shape-no-clip opt-e-paper-shape-clip10 steps-2.5k opt-c-lr1e-3
-  steps-10k cap-width-128 cap-layers-8 transformer)
+  steps-10k cap-width-128 cap-layers-8 transformer opt-f-lr5e-3 init-short-memory
+  init-long-memory)
 
 run() {
   local name=$1
