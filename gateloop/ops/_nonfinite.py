@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from gateloop.ops._inputs import Transitions
+from gateloop.ops.varlen import sequence_starts
 
 ModeFn = TypeVar("ModeFn", bound=Callable[..., Any])
 
@@ -115,9 +116,7 @@ def set_aside(
     q_ok, k_ok, v_ok = torch.isfinite(q), torch.isfinite(k), torch.isfinite(v)  # (B, L, H, d) each
     clean, a_ok, restarts = _clean_transitions(transitions)
     if cu_seqlens is not None:
-        starts = torch.zeros(q.shape[1], dtype=torch.bool, device=q.device)  # (L,)
-        starts[cu_seqlens[:-1].long()] = True
-        restarts = restarts | starts[None, :, None]  # (1, L, H)
+        restarts = restarts | sequence_starts(cu_seqlens, q.shape[1])[None, :, None]  # (1, L, H)
     # a bad key or transition at t enters the whole state: every output from t on
     into_state = ~(k_ok.all(dim=-1) & a_ok.all(dim=-1))  # (B, L, H)
     from_state = _reached_in_segment(into_state[..., None] | ~v_ok, restarts)  # (B, L, H, dv): v per column

@@ -52,6 +52,13 @@ def check_varlen_state(initial_state: object, inputs: OpInputs, n_seq: int) -> T
     return _validate_state(initial_state, "initial_state", shape, inputs.q.device, inputs.compute_dtype)
 
 
+def sequence_starts(cu_seqlens: Tensor, length: int) -> Tensor:
+    """(L,) bool: True where a packed sequence starts (its state restarts there)."""
+    starts = torch.zeros(length, dtype=torch.bool, device=cu_seqlens.device)  # (L,)
+    starts[cu_seqlens[:-1].long()] = True
+    return starts
+
+
 def _with_resets(transitions: Transitions, starts: Tensor) -> Transitions:
     """a = 0 (log|a| = -inf) at every sequence start: the state restarts there. starts: (L,) bool."""
     mask = starts[None, :, None, None]  # (1, L, 1, 1)
@@ -74,8 +81,7 @@ def run_torch_varlen(
     """
     offsets = cu_seqlens.tolist()
     if not stateful:
-        starts = torch.zeros(inputs.q.shape[1], dtype=torch.bool, device=inputs.q.device)  # (L,)
-        starts[cu_seqlens[:-1].long()] = True
+        starts = sequence_starts(cu_seqlens, inputs.q.shape[1])  # (L,)
         return run(replace(inputs, transitions=_with_resets(inputs.transitions, starts)))
     ys, finals = [], []
     for i, (s, e) in enumerate(itertools.pairwise(offsets)):
