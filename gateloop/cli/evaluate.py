@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateloop.cli.common import positive_int
+from gateloop.file_errors import check_writable, writing
 
 if TYPE_CHECKING:  # the handlers' type only: no torch import to build the parser
     from gateloop.training.distributed import Runtime
@@ -56,6 +57,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     lm_eval.add_argument(
         "--max-tokens", type=positive_int, default=None, help="score only the first N tokens"
     )
+    lm_eval.add_argument("--out", type=Path, default=None, help="result JSON (default: RUN/eval_SPLIT.json)")
     lm_eval.set_defaults(handler=eval_lm)
     _harness_parser(evaluate, common)
 
@@ -87,6 +89,9 @@ def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> in
     from gateloop.experiments.memory_horizon import evaluate_run
     from gateloop.experiments.span_report import write_comparison
 
+    for run_dir in args.run:  # every run's eval.json writable before any is evaluated
+        if (run_dir / "config.json").is_file():  # else evaluate_run says what is missing
+            check_writable(run_dir / "eval.json", flag="--run")
     for run_dir in args.run:
         result, model_dir = evaluate_run(run_dir, device=runtime.device if runtime else None)
         print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
@@ -100,6 +105,8 @@ def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> in
 def eval_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.experiments.language_model import evaluate_perplexity, load_run
 
+    out = args.out or (args.run / f"eval_{args.split}.json")
+    check_writable(out)
     run, dataset, model = load_run(args.run, device=runtime.device if runtime else None)
     result = evaluate_perplexity(
         model, dataset[args.split], seq_len=run.data.seq_len, stride=args.stride, max_tokens=args.max_tokens
@@ -112,13 +119,17 @@ def eval_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
         f"windows of {result['seq_len']} tokens{windows}"
     )
     print(f"{protocol}: {result['perplexity']:.3f}")
-    (args.run / f"eval_{args.split}.json").write_text(json.dumps({**result, "protocol": protocol}, indent=2))
+    with writing(out):
+        out.write_text(json.dumps({**result, "protocol": protocol}, indent=2) + "\n")
+    print(f"wrote {out.resolve()}")
     return 0
 
 
 def eval_harness(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.hf.harness import evaluate_harness
 
+    out = args.out or (args.run / "harness.json")
+    check_writable(out)
     results = evaluate_harness(
         args.run,
         [task.strip() for task in args.tasks.split(",") if task.strip()],
@@ -133,12 +144,14 @@ def eval_harness(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from lm_eval.utils import make_table
 
     print(make_table(results))
-    out = args.out or (args.run / "harness.json")
-    out.write_text(
-        json.dumps(
-            {k: results[k] for k in ("results", "versions", "n-shot") if k in results}, indent=2, default=str
+    with writing(out):
+        out.write_text(
+            json.dumps(
+                {k: results[k] for k in ("results", "versions", "n-shot") if k in results},
+                indent=2,
+                default=str,
+            )
+            + "\n"
         )
-        + "\n"
-    )
     print(f"wrote {out.resolve()}")
     return 0

@@ -40,6 +40,7 @@ from gateloop.data.tokenizers import (
     load_tokenizer,
     portable_spec,
 )
+from gateloop.file_errors import writing
 from gateloop.training.files import LOCK_NAME, TMP_PREFIX, TRASH_PREFIX, DirectoryLock, publish_dir
 
 CORPORA = ("public-domain", "wikitext103", "text")
@@ -166,7 +167,8 @@ def _append(f: Any, encoded: list[list[int]], eot_id: int, dtype: np.dtype) -> i
     for ids in encoded:
         flat.extend(ids)
         flat.append(eot_id)  # documents end with end-of-text
-    np.asarray(flat, dtype=dtype).tofile(f)
+    # f.write, not ndarray.tofile: a full disk is then OSError(ENOSPC), not "N requested and M written"
+    f.write(np.asarray(flat, dtype=dtype).tobytes())
     return len(flat)
 
 
@@ -273,7 +275,7 @@ def _publish_dataset(
     try:
         # the staging directory's lock is held too: swapped in, it becomes out's ``.lock``, and a
         # writer arriving then must still be refused
-        with DatasetLock(staging):
+        with DatasetLock(staging), writing(out):
             os.chmod(staging, out.stat().st_mode & 0o7777)  # the old one's permissions: a shared one stays so
             meta = _write_dataset(staging, corpus_name, corpus, tokenizer, workers, progress)
             publish_dir(staging, out)

@@ -23,12 +23,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from gateloop.file_errors import DiskFullError, read_json_object, writing
 from gateloop.hf.configuration import HF_CONFIGS, _NativeBackedConfig
 from gateloop.hf.modeling import HF_MODELS
 from gateloop.hf.weight_files import INDEX_NAME, check_index, check_tensors, hf_weight_files, tensor_shapes
 from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
-from gateloop.models.weight_file import save_weights
+from gateloop.models.weight_file import read_weights, save_weights
 from gateloop.training.files import TMP_PREFIX, fsync_path, publish_dir
 
 PREFIX = "model."  # the HF classes hold our model as ``self.model``
@@ -42,7 +43,7 @@ def _read_config(directory: Path, what: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} is not a directory ({what} expected)")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {directory} is not {what}")
-    return json.loads(path.read_text())
+    return read_json_object(path, what)
 
 
 def resolve_model_dir(source: str | Path) -> tuple[Path, Path | None]:
@@ -53,7 +54,7 @@ def resolve_model_dir(source: str | Path) -> tuple[Path, Path | None]:
     source = Path(source)
     if (source / WEIGHTS_NAME).is_file():
         run = source.parent.parent if source.parent.name == "checkpoints" else source.parent
-        is_run = (run / CONFIG_NAME).is_file() and "task" in json.loads((run / CONFIG_NAME).read_text())
+        is_run = (run / CONFIG_NAME).is_file() and "task" in _read_config(run, "a run directory")
         return source, run if is_run else None
     if "task" in _read_config(source, "a gateloop run or model directory"):
         return trained_model_dir(source), source
@@ -77,8 +78,6 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     are kept. Everything is written beside ``out`` first: a failure while writing leaves ``out`` as
     it was.
     """
-    from safetensors.torch import load_file
-
     model_dir, run_dir = resolve_model_dir(source)
     saved = _read_config(model_dir, "a gateloop model directory")
     model_type = saved.get("model_type")
@@ -105,19 +104,23 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     _check_out_dir(target)
     scratch = _scratch_dir(target)
     try:
-        weights = load_file(str(weights_path))
-        renamed = {PREFIX + name: t for name, t in weights.items()}
-        save_weights(renamed, scratch / WEIGHTS_NAME, {"format": "pt"})
-        hf_config.save_pretrained(str(scratch))
-        write_auto_map(scratch, model_type)
-        if tokenizer and spec is not None and dataset_dir is not None:
-            from gateloop.hf.tokenizer import save_hf_tokenizer
+        with writing(target):  # a full disk: one error naming out
+            weights = read_weights(weights_path)
+            renamed = {PREFIX + name: t for name, t in weights.items()}
+            save_weights(renamed, scratch / WEIGHTS_NAME, {"format": "pt"})
+            hf_config.save_pretrained(str(scratch))
+            write_auto_map(scratch, model_type)
+            if tokenizer and spec is not None and dataset_dir is not None:
+                from gateloop.hf.tokenizer import save_hf_tokenizer
 
-            try:
-                save_hf_tokenizer(spec, dataset_dir, scratch)
-            except OSError as e:  # the dataset's BPE file gone, GPT-2's ranks file unreachable
-                warnings.warn(f"{e}; wrote the model without its tokenizer", RuntimeWarning, stacklevel=2)
-        _publish_hf_dir(scratch, target)
+                try:
+                    with writing(target):
+                        save_hf_tokenizer(spec, dataset_dir, scratch)
+                except DiskFullError:  # no tokenizer for want of space: an error, not a warning
+                    raise
+                except OSError as e:  # the dataset's BPE file gone, GPT-2's ranks file unreachable
+                    warnings.warn(f"{e}; wrote the model without its tokenizer", RuntimeWarning, stacklevel=2)
+            _publish_hf_dir(scratch, target)
     finally:
         if scratch.exists():  # a failure before publishing (after it, nothing is left there)
             shutil.rmtree(scratch)
@@ -239,8 +242,6 @@ def hf_to_native(source: str | Path, out: str | Path) -> Path:
     shards its index names, each inside ``source``), holding exactly the tensors the config
     describes, of its shapes. ValueError naming the tensor and the file otherwise.
     """
-    from safetensors.torch import load_file
-
     source = Path(source)
     saved = _read_config(source, "a Hugging Face GateLoop model directory")
     hf_config_class = check_hf_model_type(saved, source / CONFIG_NAME)
@@ -251,13 +252,14 @@ def hf_to_native(source: str | Path, out: str | Path) -> Path:
         check_index(listed, found, source)
     where = source / INDEX_NAME if listed is not None else files[0]
     check_tensors(found, native, PREFIX, source / CONFIG_NAME, where)
-    weights = {name: t for path in files for name, t in load_file(str(path)).items()}
+    weights = {name: t for path in files for name, t in read_weights(path).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    native.save(out / CONFIG_NAME)
-    metadata = {"format": "pt", "model_type": native.model_type}
-    renamed = {name[len(PREFIX) :]: t for name, t in weights.items()}
-    save_weights(renamed, out / WEIGHTS_NAME, metadata)  # the same bytes for the same weights
+    with writing(out):  # a full disk: one error naming out
+        native.save(out / CONFIG_NAME)
+        metadata = {"format": "pt", "model_type": native.model_type}
+        renamed = {name[len(PREFIX) :]: t for name, t in weights.items()}
+        save_weights(renamed, out / WEIGHTS_NAME, metadata)  # the same bytes for the same weights
     return out
 
 
@@ -276,7 +278,7 @@ def _run_tokenizer(run_dir: Path | None) -> tuple[dict[str, Any] | None, Path | 
     """(tokenizer spec, dataset directory) recorded by an LM run; (None, None) otherwise."""
     if run_dir is None:
         return None, None
-    run = json.loads((run_dir / CONFIG_NAME).read_text())
+    run = read_json_object(run_dir / CONFIG_NAME, "a run config")
     spec = run.get("resolved", {}).get("tokenizer")
     if spec is None:
         return None, None

@@ -8,13 +8,13 @@ converted first into a temporary directory. Task names are checked before anythi
 from __future__ import annotations
 
 import difflib
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateloop.hf.convert import BY_HF_TYPE, native_to_hf
+from gateloop.file_errors import read_json_object
+from gateloop.hf.convert import BY_HF_TYPE, native_to_hf, resolve_model_dir
 
 
 def is_hf_dir(directory: Path) -> bool:
@@ -22,8 +22,29 @@ def is_hf_dir(directory: Path) -> bool:
     path = directory / "config.json"
     if not path.is_file():
         return False
-    saved = json.loads(path.read_text())
+    saved = read_json_object(path, "a model config")
     return saved.get("model_type") in BY_HF_TYPE and "d_model" not in saved and "task" not in saved
+
+
+def check_language_model(source: Path) -> None:
+    """ValueError unless ``source`` is a model lm-eval can score text with: a language-model run
+    (or its checkpoint), or an HF directory with its tokenizer. A Memory Horizon run is named as
+    one (its tokens are no text; lm-eval would fail later, asking for a tokenizer)."""
+    if is_hf_dir(source):
+        if not (source / "tokenizer.json").is_file():
+            raise ValueError(
+                f"{source} has no tokenizer.json: lm-eval scores text, so the model needs the tokenizer it "
+                "was trained with (`gateloop convert to-hf` writes it for a `gateloop train lm` run)"
+            )
+        return
+    _, run_dir = resolve_model_dir(source)
+    task = read_json_object(run_dir / "config.json", "a run config").get("task") if run_dir else None
+    if task != "lm":
+        what = f"a {task!r} run" if run_dir is not None else "a model directory outside any run"
+        raise ValueError(
+            f"{source} is {what}, not a language-model run: lm-eval scores text, which needs a model "
+            "trained on text and its tokenizer (`gateloop train lm`)"
+        )
 
 
 def check_tasks(tasks: Sequence[str], manager: Any) -> None:
@@ -60,6 +81,8 @@ def evaluate_harness(
     built-in tasks (indexing them takes seconds). The model is loaded through
     ``AutoModelForCausalLM`` exactly as ``lm_eval --model hf`` loads it.
     """
+    source = Path(source)
+    check_language_model(source)  # before lm-eval's import and task index: seconds
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -67,7 +90,6 @@ def evaluate_harness(
         include_path=None if include_path is None else str(include_path), include_defaults=include_defaults
     )
     check_tasks(list(tasks), manager)
-    source = Path(source)
     with tempfile.TemporaryDirectory(prefix="gateloop-hf-") as scratch:
         hf_dir = source if is_hf_dir(source) else native_to_hf(source, Path(scratch) / "hf")
         results = simple_evaluate(

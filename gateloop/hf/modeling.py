@@ -6,7 +6,6 @@ so ``from_pretrained``, ``generate`` (greedy, sampling, top-k/top-p, beam search
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from gateloop.file_errors import read_json_object
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
 from gateloop.models.registry import build_model
@@ -49,7 +49,7 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
         (transformers only warns, then loads whatever matches)."""
         directory = Path(str(pretrained_model_name_or_path))
         if (directory / "config.json").is_file():
-            saved = json.loads((directory / "config.json").read_text())
+            saved = read_json_object(directory / "config.json", "a Hugging Face model config")
             if saved.get("model_type") != cls.config_class.model_type:
                 raise ValueError(
                     f"{directory / 'config.json'} has model_type {saved.get('model_type')!r}: not a "

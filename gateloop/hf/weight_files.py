@@ -6,13 +6,14 @@ index in step with the shards, and every tensor's name and shape equal to what t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateloop.file_errors import read_json_object
 from gateloop.models.base import WEIGHTS_NAME
 from gateloop.models.config import ModelConfig
 from gateloop.models.registry import model_class
+from gateloop.models.weight_file import weight_shapes
 
 INDEX_NAME = f"{WEIGHTS_NAME}.index.json"  # a sharded save's {tensor: shard file} map
 
@@ -41,7 +42,7 @@ def hf_weight_files(directory: Path) -> tuple[list[Path], dict[str, str] | None]
 def weight_map(index: Path) -> dict[str, str]:
     """The ``weight_map`` of a sharded save's index; ValueError naming the file unless it is a
     non-empty {tensor name: shard file name}."""
-    saved = json.loads(index.read_text())
+    saved = read_json_object(index, "a sharded weights index")
     weight_map = saved.get("weight_map") if isinstance(saved, dict) else None
     shards = list(weight_map.values()) if isinstance(weight_map, dict) else []
     bad = [shard for shard in shards if not isinstance(shard, str) or not shard]
@@ -79,15 +80,12 @@ TensorShapes = dict[str, tuple[Path, tuple[int, ...]]]
 
 def tensor_shapes(files: Iterable[Path]) -> TensorShapes:
     """Every tensor's file and shape; ValueError for a tensor in two files (which one is the model's?)."""
-    from safetensors import safe_open
-
     found: TensorShapes = {}
     for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 (a safe_open handle is no dict)
-                if name in found:
-                    raise ValueError(f"tensor {name!r} is in both {found[name][0]} and {path}")
-                found[name] = (path, tuple(f.get_slice(name).get_shape()))
+        for name, shape in weight_shapes(path).items():
+            if name in found:
+                raise ValueError(f"tensor {name!r} is in both {found[name][0]} and {path}")
+            found[name] = (path, shape)
     return found
 
 

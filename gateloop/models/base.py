@@ -5,7 +5,6 @@ The decoding loop lives in ``gateloop.models.generation``; ``CausalModel.generat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,10 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gateloop._validation import INTEGER_DTYPES, check_tensor
+from gateloop.file_errors import read_json_object
 from gateloop.layers.feed_forward import FeedForward
 from gateloop.models.config import ModelConfig
 from gateloop.models.generation import generate
-from gateloop.models.weight_file import save_weights
+from gateloop.models.weight_file import read_weights, save_weights
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -258,7 +258,7 @@ class CausalModel(nn.Module):
         """Load a model saved by ``save_pretrained``: read its config, build it, ``load_weights``."""
         directory = Path(directory)
         _check_checkpoint_files(directory)
-        config = cls.config_class.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        config = cls.config_class.from_dict(read_json_object(directory / CONFIG_NAME, "a model config"))
         return load_weights(cls(config, device=device, dtype=dtype), directory)
 
 
@@ -277,12 +277,10 @@ def load_weights(model: CausalModel, directory: str | Path) -> CausalModel:
     is built); a difference names the fields. A tensor missing, unexpected or of another shape is
     named too. Returns ``model``.
     """
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     _check_checkpoint_files(directory)
     config = model.config
-    saved = type(config).from_dict(json.loads((directory / CONFIG_NAME).read_text())).to_dict()
+    saved = type(config).from_dict(read_json_object(directory / CONFIG_NAME, "a model config")).to_dict()
     current = config.to_dict()
     differing = [name for name in current if saved[name] != current[name]]
     if differing:
@@ -290,7 +288,7 @@ def load_weights(model: CausalModel, directory: str | Path) -> CausalModel:
         raise ValueError(f"{directory / CONFIG_NAME} does not match the model's config: {listing}")
     first = next(iter(model.state_dict().values()), None)
     device = first.device if first is not None and first.device.type != "meta" else torch.device("cpu")
-    weights = load_file(str(directory / WEIGHTS_NAME), device=str(device))
+    weights = read_weights(directory / WEIGHTS_NAME, device=str(device))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
+from gateloop.file_errors import read_json_object
 from gateloop.layers.feed_forward import FFN_ACTIVATIONS
 from gateloop.layers.gate_loop_layer import TRANSITION_INITS, TRANSITION_PRESETS
 from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
@@ -79,7 +80,7 @@ class ModelConfig:
 
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json_object(path, "a model config"))
 
 
 @dataclass

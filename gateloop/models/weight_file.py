@@ -1,4 +1,5 @@
-"""``save_weights``: safetensors files that are the same bytes for the same tensors.
+"""``save_weights``: safetensors files that are the same bytes for the same tensors;
+``read_weights`` / ``weight_shapes``: a torn or foreign file is one error naming it.
 
 safetensors writes its ``__metadata__`` from a Rust hash map, whose order is random per map: two
 saves of the same weights differ in raw bytes (a checksum comparison fails). The header is JSON
@@ -9,6 +10,8 @@ canonical without rewriting the tensor data.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import Tensor
@@ -31,3 +34,30 @@ def save_weights(tensors: dict[str, Tensor], path: str | Path, metadata: dict[st
             raise AssertionError(f"{path}: the sorted safetensors header grew ({len(text)} > {length} bytes)")
         f.seek(_LENGTH_BYTES)
         f.write(text.ljust(length, b" "))
+
+
+def read_weights(path: str | Path, device: str = "cpu") -> dict[str, Tensor]:
+    """``safetensors.torch.load_file``; ValueError naming ``path`` for a torn or foreign file."""
+    from safetensors.torch import load_file
+
+    with _naming_corrupt(path):
+        return load_file(str(path), device=device)
+
+
+def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, read from the header (no tensor loaded); ValueError naming ``path``
+    for a torn or foreign file."""
+    from safetensors import safe_open
+
+    with _naming_corrupt(path), safe_open(str(path), framework="pt") as f:
+        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+
+
+@contextmanager
+def _naming_corrupt(path: str | Path) -> Iterator[None]:
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as e:  # a torn header, a foreign file, data shorter than the header says
+        raise ValueError(f"{path} is corrupt or truncated, not a safetensors file ({e})") from None

@@ -19,11 +19,14 @@ import random
 import shutil
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gateloop.file_errors import writing
 from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME, CausalModel, load_weights
 from gateloop.training.distributed import Runtime, barrier
 from gateloop.training.files import TMP_PREFIX, publish_dir, remove_dir
@@ -106,7 +109,6 @@ def save_checkpoint(
     tmp = root / f"{TMP_PREFIX}step_{step:08d}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
@@ -116,8 +118,10 @@ def save_checkpoint(
         "python_rng": random.getstate(),
         **(extra or {}),
     }
-    torch.save(state, tmp / TRAINER_STATE)
-    publish_dir(tmp, final)
+    with _written_or_removed(tmp, final):
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / TRAINER_STATE)
+        publish_dir(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
         remove_dir(old)
     return final
@@ -140,9 +144,22 @@ def save_final(run_dir: str | Path, model: CausalModel) -> Path:
     tmp = run_dir / f"{TMP_PREFIX}final"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    publish_dir(tmp, run_dir / "final")
+    with _written_or_removed(tmp, run_dir / "final"):
+        model.save_pretrained(tmp)
+        publish_dir(tmp, run_dir / "final")
     return run_dir / "final"
+
+
+@contextmanager
+def _written_or_removed(tmp: Path, final: Path) -> Iterator[None]:
+    """Write ``final`` through ``tmp``: a full disk is one error naming ``final``, and a failed
+    write takes its partial files away with it (they would keep the disk full)."""
+    try:
+        with writing(final):
+            yield
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_checkpoint(

@@ -18,6 +18,8 @@ import socket
 import sys
 from pathlib import Path
 
+from gateloop.file_errors import writing
+
 TMP_PREFIX = ".tmp_"
 TRASH_PREFIX = ".trash_"
 LOCK_NAME = ".lock"
@@ -36,7 +38,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` all at once (temporary file, fsync, rename, fsync dir)."""
     path = Path(path)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with tmp.open("w") as f:
+    with writing(path), tmp.open("w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

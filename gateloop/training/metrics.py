@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from gateloop.file_errors import writing
 from gateloop.training.distributed import Runtime
 from gateloop.training.files import atomic_write_text
 from gateloop.training.step_time import StepTimeMonitor
@@ -29,11 +30,11 @@ class MetricsLogger:
     def log(self, row: dict[str, Any]) -> None:
         for tracker in self.trackers:
             tracker.log(row)
-        with self.jsonl.open("a") as f:
+        with writing(self.jsonl), self.jsonl.open("a") as f:
             f.write(json.dumps(row) + "\n")
         fields = self._csv_fields()
         if fields is not None and all(k in fields for k in row):
-            with self.csv.open("a", newline="") as f:
+            with writing(self.csv), self.csv.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=fields).writerow(row)
         else:  # a new column: rewrite the CSV from the JSONL
             self._write_csv(self.read())

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from gateloop.file_errors import read_json_object
 from gateloop.training.checkpoint import checkpoint_dirs
 from gateloop.training.files import DirectoryLock, DirectoryLockedError, atomic_write_text, sweep_leftovers
 
@@ -53,21 +54,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """A run config file (a run's ``config.json``, or one given as ``--config``) as a dict: a
     missing, unreadable, torn or non-UTF-8 file, or one that is not a JSON object, is a ValueError
     (FileNotFoundError) naming it; an old-format one is refused with what to do instead."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a directory; give its config.json") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e}), so not a run config") from None
-    try:
-        saved = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is corrupt, not valid JSON ({e})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path} holds a JSON {type(saved).__name__}, not a run config (a JSON object)")
+    saved = read_json_object(path, "a run config")
     check_run_config_format(saved, path)
     return saved
 
