@@ -19,6 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from gateloop.file_errors import read_json_object
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
+from gateloop.hf.packing import check_no_unused, packing_masks
 from gateloop.models.registry import build_model
 from gateloop.training.activation_checkpointing import (
     apply_activation_checkpointing,
@@ -117,14 +118,24 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
         """input_ids [B, L] (after ``cache``'s positions) -> logits [B, L or logits_to_keep, V].
 
         attention_mask: [B, L] or [B, cached + L], 0/False on padding (any dtype). labels [B, L]:
-        shifted inside (HF convention, -100 ignored) into ``loss``.
+        shifted inside (HF convention, -100 ignored) into ``loss``. Packed documents: ``cu_seqlens``
+        / ``cu_seq_lens_q`` (B = 1), ``document_ids``, or ``position_ids`` restarting at 0 (what
+        ``DataCollatorWithFlattening`` sends); the state restarts at each document. Any other
+        keyword is a TypeError (never silently ignored).
         """
         if inputs_embeds is not None or input_ids is None:
             raise ValueError(f"{type(self).__name__} takes input_ids (inputs_embeds is not supported)")
         cache = kwargs.pop("past_key_values", None) if cache is None else cache  # transformers < 5.24
+        packing = packing_masks(kwargs, input_ids)
+        check_no_unused(kwargs, type(self).__name__)
+        if packing and (cache is not None or use_cache):
+            raise ValueError(
+                "packed documents (cu_seqlens, document_ids or restarting position_ids) cannot continue "
+                "from or return a cache: a cache holds one state per row; pass use_cache=False"
+            )
         if use_cache is None:
-            use_cache = bool(self.config.use_cache) and not self.training
-        masks = _new_token_mask(attention_mask, input_ids.shape)
+            use_cache = bool(self.config.use_cache) and not self.training and not packing
+        masks = {**_new_token_mask(attention_mask, input_ids.shape), **packing}
         state = None if cache is None or not cache.states else cache.states
         hidden, states = self.model.hidden_states(input_ids, state=state, return_state=use_cache, **masks)
         if use_cache:
