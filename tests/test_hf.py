@@ -190,6 +190,27 @@ def test_left_padded_batch_equals_rows_alone(config_cls, hf_config_cls, hf_cls) 
 
 
 @pytest.mark.parametrize(("config_cls", "hf_config_cls", "hf_cls"), PAIRS)
+def test_right_padded_batch_equals_rows_alone(config_cls, hf_config_cls, hf_cls) -> None:
+    """Right padding (``padding_side="right"``): generate appends after the pads; each row must
+    continue from its own last real token (issue 26.3: rows 0 and 2 differed), greedy and beams."""
+    model, _ = _hf_model(config_cls, hf_config_cls, hf_cls)
+    rows = [torch.randint(1, 97, (n,), generator=torch.Generator().manual_seed(n)) for n in (3, 7, 5)]
+    ids = torch.stack([torch.cat([r, torch.zeros(7 - len(r), dtype=torch.long)]) for r in rows])
+    mask = torch.stack([torch.cat([torch.ones(len(r)), torch.zeros(7 - len(r))]).long() for r in rows])
+    for beams in (1, 2):
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=beams, do_sample=False,
+                             pad_token_id=0)  # fmt: skip
+        for i, r in enumerate(rows):
+            alone = model.generate(r[None], max_new_tokens=6, num_beams=beams, do_sample=False)[0, len(r) :]
+            assert torch.equal(out[i, 7:], alone), f"row {i}, {beams} beam(s)"
+    with torch.no_grad():  # the forward: a trailing pad's logits are its row's last real token's
+        logits = model(ids, attention_mask=mask, use_cache=False).logits
+        for i, r in [(0, rows[0]), (2, rows[2])]:  # (row 1 has no padding)
+            pads = logits[i, len(r) :]
+            assert_close(f"row {i} pads", logits[i, len(r) - 1].expand_as(pads), pads, 1e-12)
+
+
+@pytest.mark.parametrize(("config_cls", "hf_config_cls", "hf_cls"), PAIRS)
 def test_save_then_auto_model_round_trip_and_bf16(tmp_path, config_cls, hf_config_cls, hf_cls) -> None:
     model, _ = _hf_model(config_cls, hf_config_cls, hf_cls)
     model.to(torch.float32).save_pretrained(tmp_path)

@@ -138,6 +138,8 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
         masks = {**_new_token_mask(attention_mask, input_ids.shape), **packing}
         state = None if cache is None or not cache.states else cache.states
         hidden, states = self.model.hidden_states(input_ids, state=state, return_state=use_cache, **masks)
+        if "attention_mask" in masks:
+            hidden = _pads_repeat_last_real(hidden, masks["attention_mask"])
         if use_cache:
             cache = cache if cache is not None else GateLoopCache()
             cache.update(states, input_ids.shape[1])
@@ -161,6 +163,18 @@ def _new_token_mask(attention_mask: Tensor | None, shape: torch.Size) -> dict[st
             f"{tuple(attention_mask.shape)}"
         )
     return {"attention_mask": attention_mask[:, -shape[1] :].bool()}
+
+
+def _pads_repeat_last_real(hidden: Tensor, valid: Tensor) -> Tensor:
+    """hidden [B, L, d] with each padding position after a real token given that row's last real
+    token's hidden state: padding is the identity on the state, so its output is the output so
+    far. With right padding, generate reads the last position's logits: this makes them the last
+    real token's, and each row continues from its own text (as our native ``generate`` does).
+    Padding before any real token (left padding) is left as computed."""
+    positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)  # (B, L)
+    last_real = torch.where(valid, positions, -1).cummax(dim=1).values  # (B, L): -1 before any
+    source = torch.where(last_real >= 0, last_real, positions)  # (B, L)
+    return hidden.gather(1, source[..., None].expand_as(hidden))  # (B, L, d)
 
 
 def _keep(hidden: Tensor, logits_to_keep: int | Tensor) -> Tensor:
