@@ -1,6 +1,6 @@
 """Hugging Face ``transformers`` integration (the ``[hf]`` extra): configs, causal-LM classes,
 the generation cache and conversion of gateloop runs. Importing it registers the models with
-``AutoConfig`` and ``AutoModelForCausalLM``:
+``AutoConfig``, ``AutoModelForCausalLM`` and (the base models) ``AutoModel``:
 
     import gateloop.hf
     from transformers import AutoModelForCausalLM
@@ -11,11 +11,18 @@ The core ``import gateloop`` never imports transformers; only this package does.
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
-from gateloop.hf.modeling import HF_MODELS, GateLoopForCausalLM, GateLoopTransformerForCausalLM
+from gateloop.hf.modeling import (
+    HF_BASE_MODELS,
+    HF_MODELS,
+    GateLoopForCausalLM,
+    GateLoopModel,
+    GateLoopTransformerForCausalLM,
+    GateLoopTransformerModel,
+)
 
 
 def register() -> None:
@@ -25,6 +32,8 @@ def register() -> None:
         config_class = model_class.config_class
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
+    for model_type, base_class in HF_BASE_MODELS.items():
+        AutoModel.register(HF_MODELS[model_type].config_class, base_class, exist_ok=True)
 
 
 register()
@@ -33,7 +42,9 @@ __all__ = [
     "GateLoopCache",
     "GateLoopForCausalLM",
     "GateLoopHFConfig",
+    "GateLoopModel",
     "GateLoopTransformerForCausalLM",
     "GateLoopTransformerHFConfig",
+    "GateLoopTransformerModel",
     "register",
 ]

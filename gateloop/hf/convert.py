@@ -25,7 +25,7 @@ from typing import Any
 
 from gateloop.file_errors import DiskFullError, read_json_object, writing
 from gateloop.hf.configuration import HF_CONFIGS, _NativeBackedConfig
-from gateloop.hf.modeling import HF_MODELS
+from gateloop.hf.modeling import HF_BASE_MODELS, HF_MODELS
 from gateloop.hf.weight_files import INDEX_NAME, check_index, check_tensors, hf_weight_files, tensor_shapes
 from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
@@ -189,7 +189,13 @@ def _model_files(directory: Path) -> list[Path]:
 
 # the "remote code" of a converted directory: our classes, from the installed gateloop package
 AUTO_MODULE = "gateloop_auto"
-AUTO_NAMES = sorted(name for m in HF_MODELS.values() for name in (m.__name__, m.config_class.__name__))
+AUTO_NAMES = sorted(
+    {
+        name
+        for m in (*HF_MODELS.values(), *HF_BASE_MODELS.values())
+        for name in (m.__name__, m.config_class.__name__)
+    }
+)
 AUTO_SOURCE = (
     '''"""Hugging Face "remote code" of a GateLoop model: the classes of the installed
 gateloop package (pip install "gateloop[hf]"), so that tools which cannot `import gateloop.hf`
@@ -230,6 +236,7 @@ def write_auto_map(directory: Path, model_type: str) -> None:
     saved["auto_map"] = {
         "AutoConfig": f"{AUTO_MODULE}.{config_name}",
         "AutoModelForCausalLM": f"{AUTO_MODULE}.{model_name}",
+        "AutoModel": f"{AUTO_MODULE}.{HF_BASE_MODELS[model_type].__name__}",
     }
     path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 

@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from gateloop.file_errors import read_json_object
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
-from gateloop.hf.packing import check_no_unused, packing_masks
+from gateloop.hf.packing import LOSS_KEYWORDS, check_no_unused, packing_masks
 from gateloop.models.registry import build_model
 from gateloop.training.activation_checkpointing import (
     apply_activation_checkpointing,
@@ -30,9 +30,10 @@ from gateloop.training.activation_checkpointing import (
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
 
 
-class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
-    """The shared adapter: ``self.model`` is our model (the model registry's class for the config's
-    native form); weights are ``model.<our names>``."""
+class _Adapter(PreTrainedModel):
+    """What the base model and the causal LM share: ``self.model`` is our model (the model
+    registry's class for the config's native form, head included); weights are ``model.<our
+    names>`` in both, so either class loads the other's directory without a missing tensor."""
 
     base_model_prefix = "model"
     supports_gradient_checkpointing = True  # per block, through training/activation_checkpointing.py
@@ -86,6 +87,58 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed = value
 
+    def _run(
+        self,
+        input_ids: Tensor | None,
+        inputs_embeds: Tensor | None,
+        attention_mask: Tensor | None,
+        cache: GateLoopCache | None,
+        use_cache: bool | None,
+        output_hidden_states: bool | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[Tensor, GateLoopCache | None, tuple[Tensor, ...] | None]:
+        """(final hidden states [B, L, d_model], the cache when used, every layer's hidden states
+        when asked); consumes from ``kwargs`` everything but the loss keywords, refusing the rest."""
+        cache = kwargs.pop("past_key_values", None) if cache is None else cache  # transformers < 5.24
+        if kwargs.pop("output_attentions", None):
+            raise ValueError(f"{type(self).__name__} has no attention weights to output (output_attentions)")
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        if tokens is None:
+            raise ValueError("pass input_ids [B, L] or inputs_embeds [B, L, d_model]")
+        shape = tokens.shape[:2]
+        packing = packing_masks(kwargs, shape, tokens.device)
+        check_no_unused(kwargs, type(self).__name__)
+        if packing and (cache is not None or use_cache):
+            raise ValueError(
+                "packed documents (cu_seqlens, document_ids or restarting position_ids) cannot continue "
+                "from or return a cache: a cache holds one state per row; pass use_cache=False"
+            )
+        if use_cache is None:
+            use_cache = bool(self.config.use_cache) and not self.training and not packing
+        if output_hidden_states is None:
+            output_hidden_states = bool(self.config.output_hidden_states)
+        masks = {**_new_token_mask(attention_mask, shape), **packing}
+        state = None if cache is None or not cache.states else cache.states
+        every: list[Tensor] | None = [] if output_hidden_states else None
+        hidden, states = self.model.hidden_states(
+            input_ids,
+            inputs_embeds=inputs_embeds,
+            state=state,
+            return_state=use_cache,
+            every_layer=every,
+            **masks,
+        )
+        if "attention_mask" in masks:
+            hidden = _pads_repeat_last_real(hidden, masks["attention_mask"])
+        if use_cache:
+            cache = cache if cache is not None else GateLoopCache()
+            cache.update(states, shape[1])
+        return hidden, cache if use_cache else None, None if every is None else tuple(every)
+
+
+class _CausalLMAdapter(_Adapter, GenerationMixin):
+    """The causal LM: ``_Adapter`` plus the head's logits, the loss and generation."""
+
     def get_output_embeddings(self) -> nn.Linear | None:
         return self.model.head  # None when tied: the forward reuses embed.weight
 
@@ -113,42 +166,52 @@ class _CausalLMAdapter(PreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | Tensor = 0,
         inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple[Any, ...]:
         """input_ids [B, L] (after ``cache``'s positions) -> logits [B, L or logits_to_keep, V].
 
+        inputs_embeds [B, L, d_model]: in place of input_ids (prompt tuning, probing).
         attention_mask: [B, L] or [B, cached + L], 0/False on padding (any dtype). labels [B, L]:
         shifted inside (HF convention, -100 ignored) into ``loss``. Packed documents: ``cu_seqlens``
         / ``cu_seq_lens_q`` (B = 1), ``document_ids``, or ``position_ids`` restarting at 0 (what
-        ``DataCollatorWithFlattening`` sends); the state restarts at each document. Any other
-        keyword is a TypeError (never silently ignored).
+        ``DataCollatorWithFlattening`` sends); the state restarts at each document.
+        output_hidden_states: the embeddings, every block's output and the final normed one
+        (n_layer + 1 tensors). Any other keyword is a TypeError (never silently ignored).
         """
-        if inputs_embeds is not None or input_ids is None:
-            raise ValueError(f"{type(self).__name__} takes input_ids (inputs_embeds is not supported)")
-        cache = kwargs.pop("past_key_values", None) if cache is None else cache  # transformers < 5.24
-        packing = packing_masks(kwargs, input_ids)
-        check_no_unused(kwargs, type(self).__name__)
-        if packing and (cache is not None or use_cache):
-            raise ValueError(
-                "packed documents (cu_seqlens, document_ids or restarting position_ids) cannot continue "
-                "from or return a cache: a cache holds one state per row; pass use_cache=False"
-            )
-        if use_cache is None:
-            use_cache = bool(self.config.use_cache) and not self.training and not packing
-        masks = {**_new_token_mask(attention_mask, input_ids.shape), **packing}
-        state = None if cache is None or not cache.states else cache.states
-        hidden, states = self.model.hidden_states(input_ids, state=state, return_state=use_cache, **masks)
-        if "attention_mask" in masks:
-            hidden = _pads_repeat_last_real(hidden, masks["attention_mask"])
-        if use_cache:
-            cache = cache if cache is not None else GateLoopCache()
-            cache.update(states, input_ids.shape[1])
+        loss_kwargs = {k: kwargs.pop(k) for k in LOSS_KEYWORDS if k in kwargs}
+        hidden, cache, every = self._run(
+            input_ids, inputs_embeds, attention_mask, cache, use_cache, output_hidden_states, kwargs
+        )
         logits = self.model.logits(_keep(hidden, logits_to_keep))  # (B, kept, V)
         loss = None
         if labels is not None:
             vocab = self.config.vocab_size
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab, **kwargs)
-        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab, **loss_kwargs)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache, hidden_states=every)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class _BaseModelAdapter(_Adapter):
+    """The base model (``AutoModel``): the final hidden states, no head."""
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cache: GateLoopCache | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast | tuple[Any, ...]:
+        """input_ids [B, L] or inputs_embeds [B, L, d_model] -> last_hidden_state [B, L, d_model]
+        (after the final norm: what the head reads); the keywords as the causal LM's forward."""
+        hidden, cache, every = self._run(
+            input_ids, inputs_embeds, attention_mask, cache, use_cache, output_hidden_states, kwargs
+        )
+        output = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache, hidden_states=every)
         return output if return_dict is not False else output.to_tuple()
 
 
@@ -222,8 +285,32 @@ class GateLoopTransformerForCausalLM(_CausalLMAdapter):
     config_class = GateLoopTransformerHFConfig
 
 
+class GateLoopModel(_BaseModelAdapter):
+    """Hugging Face base model (``AutoModel``) over ``GateLoopLM``: final hidden states, no head.
+
+    Example:
+        >>> from gateloop.models import GateLoopConfig
+        >>> model = GateLoopModel(GateLoopHFConfig.from_native(GateLoopConfig.tiny())).eval()
+        >>> model(torch.randint(0, 97, (2, 6))).last_hidden_state.shape
+        torch.Size([2, 6, 32])
+    """
+
+    config_class = GateLoopHFConfig
+
+
+class GateLoopTransformerModel(_BaseModelAdapter):
+    """Hugging Face base model over the baseline ``TransformerLM``."""
+
+    config_class = GateLoopTransformerHFConfig
+
+
 # our model_type (the model registry's) -> the HF causal-LM class; its HF config is its config_class
 HF_MODELS: dict[str, type[_CausalLMAdapter]] = {
     adapter.config_class.native_class.model_type: adapter
     for adapter in (GateLoopForCausalLM, GateLoopTransformerForCausalLM)
+}
+# the same, for the base models (``AutoModel``)
+HF_BASE_MODELS: dict[str, type[_BaseModelAdapter]] = {
+    adapter.config_class.native_class.model_type: adapter
+    for adapter in (GateLoopModel, GateLoopTransformerModel)
 }

@@ -33,7 +33,7 @@ PACKING_KEYWORDS = frozenset(
 )
 
 
-def packing_masks(kwargs: dict[str, Any], input_ids: Tensor) -> dict[str, Tensor]:
+def packing_masks(kwargs: dict[str, Any], shape: torch.Size, device: torch.device) -> dict[str, Tensor]:
     """Pop the packing keywords from ``kwargs``; return ``{"cu_seqlens": ...}``,
     ``{"document_ids": ...}`` or ``{}`` for our model's forward.
 
@@ -48,13 +48,13 @@ def packing_masks(kwargs: dict[str, Any], input_ids: Tensor) -> dict[str, Tensor
         given.pop(name, None)
     cu_seqlens = _cu_seqlens(given)
     document_ids = given.get("document_ids")
-    from_positions = _documents_from_positions(given.get("position_ids"), input_ids.shape)
+    from_positions = _documents_from_positions(given.get("position_ids"), shape)
     if cu_seqlens is not None and document_ids is not None:
         raise ValueError(
             "pass cu_seqlens (or cu_seq_lens_q) or document_ids, not both: each marks the documents"
         )
     if from_positions is not None:
-        marked = document_ids if document_ids is not None else _documents_from_cu(cu_seqlens, input_ids)
+        marked = document_ids if document_ids is not None else _documents_from_cu(cu_seqlens, shape, device)
         if marked is not None and not torch.equal(_starts(marked), _starts(from_positions)):
             raise ValueError(
                 "position_ids restart at 0 in other places than "
@@ -70,7 +70,7 @@ def packing_masks(kwargs: dict[str, Any], input_ids: Tensor) -> dict[str, Tensor
 
 def check_no_unused(kwargs: dict[str, Any], model_name: str) -> None:
     """TypeError naming every keyword the forward would otherwise ignore (HF models swallow them)."""
-    unused = sorted(name for name, value in kwargs.items() if name not in LOSS_KEYWORDS and value is not None)
+    unused = sorted(name for name, value in kwargs.items() if value is not None)
     if unused:
         raise TypeError(
             f"{model_name}.forward got keyword(s) it does not use: {', '.join(unused)}. Packing is "
@@ -114,12 +114,12 @@ def _documents_from_positions(position_ids: Any, shape: torch.Size) -> Tensor | 
     return torch.cumsum(restarts.long(), dim=1).expand(shape[0], -1)  # (B, L)
 
 
-def _documents_from_cu(cu_seqlens: Tensor | None, input_ids: Tensor) -> Tensor | None:
+def _documents_from_cu(cu_seqlens: Tensor | None, shape: torch.Size, device: torch.device) -> Tensor | None:
     if cu_seqlens is None:
         return None
     from gateloop.ops.varlen import document_ids_from_cu_seqlens
 
-    return document_ids_from_cu_seqlens(cu_seqlens.to(input_ids.device), input_ids.shape[1])  # (1, L)
+    return document_ids_from_cu_seqlens(cu_seqlens.to(device), shape[1])  # (1, L)
 
 
 def _starts(document_ids: Tensor) -> Tensor:

@@ -130,20 +130,31 @@ class CausalModel(nn.Module):
 
     def hidden_states(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None,
         *,
         state: list[Any] | None = None,
         return_state: bool = False,
         check_ids: bool = True,
+        inputs_embeds: Tensor | None = None,
+        every_layer: list[Tensor] | None = None,
         **masks: Any,
     ) -> tuple[Tensor, list[Any] | None]:
-        """input_ids [B, L] -> final hidden states [B, L, d_model] (and per-layer states).
+        """input_ids [B, L] (or ``inputs_embeds`` [B, L, d_model] in their place) -> final hidden
+        states [B, L, d_model] (and per-layer states).
 
         ``check_ids=False`` skips ``check_input_ids`` (for ids already checked or sampled from
         this model's own head); ``logits`` turns any slice of the result into scores.
+        ``every_layer``: a list that receives each block's input (the embeddings first) and the
+        final normed output, n_layer + 1 tensors (Hugging Face's ``hidden_states``).
         """
-        if check_ids:
-            self.check_input_ids(input_ids)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is not None:
+            x = self._check_embeds(inputs_embeds)  # (B, L, d_model)
+        else:
+            if check_ids:
+                self.check_input_ids(input_ids)
+            x = self.embed(input_ids)  # (B, L, d_model)
         if state is not None:
             if not isinstance(state, (list, tuple)):
                 raise TypeError(
@@ -154,9 +165,10 @@ class CausalModel(nn.Module):
                 raise ValueError(
                     f"state must hold one entry per layer ({len(self.blocks)}), got {len(state)}"
                 )
-        x = self.embed(input_ids)  # (B, L, d_model)
         new_state: list[Any] = []
         for i, block in enumerate(self.blocks):
+            if every_layer is not None:
+                every_layer.append(x)
             layer_state = None if state is None else state[i]
             out = block(x, state=layer_state, return_state=return_state, **masks)
             if return_state:
@@ -164,7 +176,21 @@ class CausalModel(nn.Module):
                 new_state.append(s)
             else:
                 x = out
-        return self.final_norm(x), (new_state if return_state else None)
+        x = self.final_norm(x)
+        if every_layer is not None:
+            every_layer.append(x)
+        return x, (new_state if return_state else None)
+
+    def _check_embeds(self, inputs_embeds: object) -> Tensor:
+        """``inputs_embeds`` if a non-empty tensor [B, L, d_model] of the embedding's dtype (what
+        ``embed(input_ids)`` gives; another dtype would fail deep inside a block); else a clear error."""
+        embeds = check_tensor("inputs_embeds", inputs_embeds, (self.embed.weight.dtype,))
+        d_model = self.config.d_model
+        if embeds.ndim != 3 or embeds.shape[-1] != d_model or embeds.numel() == 0:
+            raise ValueError(
+                f"inputs_embeds must have shape [B, L, d_model = {d_model}], got {tuple(embeds.shape)}"
+            )
+        return embeds
 
     def logits(self, hidden: Tensor) -> Tensor:
         if self.head is None:
