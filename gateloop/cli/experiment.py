@@ -43,8 +43,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _ablations_parser(experiment: Any, common: argparse.ArgumentParser) -> None:
-    from gateloop.experiments.ablation_variants import VARIANTS
     from gateloop.experiments.ablations import TASKS, ConfigFields
+    from gateloop.experiments.variants import VARIANTS
 
     parser = experiment.add_parser(
         "ablations",

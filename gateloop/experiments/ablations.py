@@ -2,7 +2,7 @@
 own run directory, ``OUT/<variant>/seed<k>/``, then one report (``ablations_report``).
 
 The budget (steps, batch, learning-rate schedule) is the task preset's with the user's overrides,
-the same for every variant; variants change the model only (``ablation_variants``), with parameter
+the same for every variant; variants change the model only (``variants``), with parameter
 counts matched by the FFN width (``parameter_matching``); seeds set ``train.seed`` (model init and
 data order). Each finished run leaves ``ablation.json`` (its parameters, steps, wall time and test
 metrics) beside the trainer's files.
@@ -31,10 +31,10 @@ from gateloop.experiments.ablation_run_dir import (
     record_from_final,
     write_record,
 )
-from gateloop.experiments.ablation_variants import check_variants, variant_model
 from gateloop.experiments.parameter_matching import match_parameters
 from gateloop.experiments.run_config import RunConfig, field_names
 from gateloop.experiments.tasks import TASKS, Task, get_task
+from gateloop.experiments.variants import check_variants, variant_model
 from gateloop.models import GateLoopConfig, TransformerConfig
 from gateloop.training import Runtime, TrainConfig, current_runtime
 

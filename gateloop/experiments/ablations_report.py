@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateloop.experiments.ablation_variants import VARIANTS
+from gateloop.experiments.variants import VARIANTS
 from gateloop.training.wall_time import minutes
 
 if TYPE_CHECKING:

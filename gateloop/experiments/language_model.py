@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.tokens import TokenDataset, document_ids, window_batch
-from gateloop.experiments.run_config import RunConfig, field_names, heads_of, transformer_like
+from gateloop.experiments.run_config import RunConfig, field_names
+from gateloop.experiments.variants import TASK_NAMES, task_name, variant_model
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.base import CausalModel
 from gateloop.models.registry import build_model, model_class
@@ -38,7 +39,8 @@ from gateloop.training import (
     trained_model_dir,
 )
 
-MODELS = ("gateloop", "gateloop-fixed", "transformer")
+MODELS = tuple(TASK_NAMES["lm"])  # --model choices; TASK_NAMES["lm"] names their variants
+HEAD_DIM = 64  # the Transformer's head size: 3 heads at d_model 192
 
 
 @dataclass
@@ -86,9 +88,7 @@ class LMRun(RunConfig):
 
     @property
     def model_name(self) -> str:
-        if isinstance(self.model, TransformerConfig):
-            return "transformer"
-        return "gateloop" if self.model.data_controlled else "gateloop-fixed"
+        return task_name(self.task, self.model)
 
     def to_saved_dict(self) -> dict[str, Any]:
         """The dataset path made absolute, so a run resumed from another directory compares equal."""
@@ -111,13 +111,6 @@ class LMRun(RunConfig):
         return model, self.train.resolve(steps_per_epoch)
 
 
-def attention_heads(d_model: int) -> int:
-    """Head count for the Transformer: head dims even and as close to 64 as d_model allows."""
-    if d_model % 2:  # rotary embeddings rotate pairs of dims: an odd d_model has no even split
-        raise ValueError(f"the Transformer needs an even d_model (rotary pairs), got d_model = {d_model}")
-    return heads_of(d_model, 64)
-
-
 def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
     """``run`` (a GateLoop run) for model ``name``; with ``match_parameters`` the parameter count
     is matched to GateLoop's by the FFN width (``parameter_matching.match_parameters``).
@@ -131,10 +124,7 @@ def as_model(run: LMRun, name: str, *, match_parameters: bool = False) -> LMRun:
     check_choice("model", name, MODELS)
     if not isinstance(run.model, GateLoopConfig):
         raise ValueError(f"--model {name} needs a GateLoop run config to start from, got {run.model_name}")
-    if name == "transformer":
-        model: ModelConfig = transformer_like(run.model, attention_heads(run.model.d_model))
-    else:
-        model = dataclasses.replace(run.model, data_controlled=name == "gateloop")
+    model: ModelConfig = variant_model(run.model, TASK_NAMES["lm"][name], HEAD_DIM)
     if match_parameters:
         model = matched(model, run.model)
     model.validate()

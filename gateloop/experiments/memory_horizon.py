@@ -24,11 +24,13 @@ from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.memory_horizon import make_memory_horizon, memory_span
 from gateloop.experiments.run_config import RunConfig
 from gateloop.experiments.span_horizon import memory_horizons
+from gateloop.experiments.variants import TASK_NAMES, task_name, variant_model
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.registry import build_model, model_class
 from gateloop.training import Runtime, Schedule, TrainConfig, Trainer, TrainResult, current_runtime
 
-VARIANTS = {"data-controlled": True, "fixed": False}  # variant -> model.data_controlled
+VARIANTS = TASK_NAMES["memory-horizon"]  # --variant choice -> its name in experiments.variants
+HEAD_DIM = 16  # head size of multi-head variants and the Transformer: 4 heads at d_model 64
 PAPER_ACCURACY = {"data-controlled": 0.43, "fixed": 0.25}  # paper Fig 6
 
 
@@ -76,9 +78,7 @@ class MemoryHorizonRun(RunConfig):
 
     @property
     def variant(self) -> str:
-        if isinstance(self.model, TransformerConfig):
-            return "transformer"
-        return "data-controlled" if self.model.data_controlled else "fixed"
+        return task_name(self.task, self.model)
 
     def rows_per_step(self, world_size: int) -> int:
         """Sequences per optimizer step over all processes and micro-batches."""
@@ -156,7 +156,9 @@ def with_variant(run: MemoryHorizonRun, variant: str | None) -> MemoryHorizonRun
     check_choice("variant", variant, VARIANTS)
     if not isinstance(run.model, GateLoopConfig):
         raise ValueError(f"variant {variant!r} sets GateLoop transitions; this run's model is a Transformer")
-    return run.with_overrides({"model.data_controlled": VARIANTS[variant]})
+    run = dataclasses.replace(run, model=variant_model(run.model, VARIANTS[variant], HEAD_DIM))
+    run.validate()
+    return run
 
 
 # ---------------------------------------------------------------------------- data and loss

@@ -35,8 +35,8 @@ from typing import Any
 from gateloop.data.tokens import TokenDataset
 from gateloop.experiments import language_model as lm
 from gateloop.experiments import memory_horizon as mh
-from gateloop.experiments.ablation_variants import VARIANTS
 from gateloop.experiments.run_config import RunConfig
+from gateloop.experiments.variants import VARIANTS
 from gateloop.models.base import CausalModel
 from gateloop.training import TrainResult
 
@@ -155,7 +155,7 @@ TASKS: dict[str, Task] = _table(
         model_flag=ModelFlag(
             "variant", tuple(mh.VARIANTS), None, "state transitions", _mh_select, lambda run: run.variant
         ),
-        head_dim=16,  # 4 heads at d_model 64, as TransformerConfig.memory_horizon
+        head_dim=mh.HEAD_DIM,
         variants=tuple(VARIANTS),
         seeds=(0, 1, 2),
         metrics=(
@@ -183,7 +183,7 @@ TASKS: dict[str, Task] = _table(
         model_flag=ModelFlag(
             "model", lm.MODELS, "gateloop", "which model", _lm_select, lambda run: run.model_name
         ),
-        head_dim=64,  # 3 heads at d_model 192, as `gateloop experiment lm`'s Transformer
+        head_dim=lm.HEAD_DIM,
         variants=("gateloop", "real", "fixed", "transformer"),
         seeds=(0, 1),
         metrics=(

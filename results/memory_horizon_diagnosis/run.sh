@@ -21,6 +21,8 @@ declare -A RUNS=(
   [steps-5k]=""
   [steps-2.5k]="--train.max-steps 2500"
   [steps-10k]="--train.max-steps 10000"
+  [steps-10k-seed1]="--train.max-steps 10000 --train.seed 1"
+  [steps-5k-seed1]="--train.seed 1"
   [opt-a-paper-shape]="${PAPER_SHAPE[*]}"
   [opt-c-lr1e-3]="--train.lr 1e-3"
   [opt-d-paper-shape-no-clip]="${PAPER_SHAPE[*]} --train.grad-clip none"
@@ -34,7 +36,7 @@ declare -A RUNS=(
 )
 ORDER=(opt-a-paper-shape steps-5k opt-d-paper-shape-no-clip opt-e-paper-shape-clip10 steps-2.5k opt-c-lr1e-3
   steps-10k cap-width-128 cap-layers-8 transformer opt-f-lr5e-3 init-short-memory
-  init-long-memory)
+  init-long-memory steps-10k-seed1 steps-5k-seed1)
 
 run() {
   local name=$1

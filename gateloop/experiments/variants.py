@@ -1,17 +1,22 @@
-"""The ablation study's model variants, as data: each a family (GateLoop or Transformer), the
-GateLoop options it changes, and whether it uses multi-dimensional heads.
+"""One vocabulary of model variants for every task, as data: each a family (GateLoop or
+Transformer), the GateLoop options it sets, and whether it uses multi-dimensional heads.
 
 Every variant is derived from one base GateLoop config (a task preset's model with the user's
 ``--model.*`` overrides): the options are applied on top of it, and ``parameter_matching`` then
 widens the FFN of a variant with fewer parameters so that every variant is within 5 % of the
-base's count.
+base's count. The ablation grid (``--variants``) offers every variant; a task's own model flag
+offers some of them under the names the paper uses for that experiment (``TASK_NAMES``):
+Memory Horizon's ``--variant data-controlled`` is ``gateloop``, language modelling's ``--model
+gateloop-fixed`` is ``fixed``.
 
 Head shapes: the paper's models use SISO heads (one key and one value dim per head, so one
 transition per key dim and one per head coincide). Variants whose point needs several key dims per
 head, one transition per head, RetNet's per-key-dim rotations under a per-head decay, and S4D-Lin's
 imaginary parts ``πn`` over a head's n state dims (with one key dim, n = 0 and S4D-Lin is real),
 use heads of the task's ``head_dim``; the ``multi-head`` variant is GateLoop with those heads,
-their control.
+their control. The Transformer's heads are of ``head_dim`` too.
+
+Adding a variant is one entry of ``VARIANTS``; every task's grid offers it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateloop.experiments.run_config import heads_of, transformer_like
-from gateloop.models.config import TRANSITION_PRESETS, GateLoopConfig, ModelConfig
+from gateloop.models.config import TRANSITION_PRESETS, GateLoopConfig, ModelConfig, TransformerConfig
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,25 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "gateloop": Variant("paper: complex, data-controlled, one transition per key dim"),
-    "real": Variant("real transitions (phase none), data-controlled", options={"phase_activation": "none"}),
+    "gateloop": Variant(
+        "paper: complex, data-controlled, one transition per key dim", options={"data_controlled": True}
+    ),
+    "real": Variant(
+        "real transitions (phase none), data-controlled",
+        options={"phase_activation": "none", "data_controlled": True},
+    ),
     "fixed": Variant(
         "complex, fixed (input-independent α, β: the paper's 'fixed')", options={"data_controlled": False}
     ),
     "real-fixed": Variant("real, fixed", options={"data_controlled": False, "phase_activation": "none"}),
-    "multi-head": Variant("complex, data-controlled, per key dim, heads of head_dim", multi_head=True),
+    "multi-head": Variant(
+        "complex, data-controlled, per key dim, heads of head_dim",
+        options={"data_controlled": True},
+        multi_head=True,
+    ),
     "per-head": Variant(
         "complex, data-controlled, one transition per head, heads of head_dim",
-        options={"per_head_transition": True},
+        options={"per_head_transition": True, "data_controlled": True},
         multi_head=True,
     ),
     "retnet-like": Variant(
@@ -65,6 +79,23 @@ VARIANTS: dict[str, Variant] = {
     ),
     "transformer": Variant("causal softmax attention, rotary positions, heads of head_dim", "transformer"),
 }
+
+
+# the variants a task's own model flag offers, under its names: {task: {flag choice: variant}}
+TASK_NAMES: dict[str, dict[str, str]] = {
+    "memory-horizon": {"data-controlled": "gateloop", "fixed": "fixed"},
+    "lm": {"gateloop": "gateloop", "gateloop-fixed": "fixed", "transformer": "transformer"},
+}
+
+
+def task_name(task: str, model: ModelConfig) -> str:
+    """The choice of ``task``'s model flag that ``model`` is: the run's label (its directory
+    name, its eval.json). A Transformer is ``transformer``; a GateLoop model the name of
+    ``gateloop`` or ``fixed`` by its control."""
+    if isinstance(model, TransformerConfig):
+        return "transformer"
+    variant = "gateloop" if getattr(model, "data_controlled", True) else "fixed"
+    return next(name for name, v in TASK_NAMES[task].items() if v == variant)
 
 
 def check_variants(names: list[str]) -> list[str]:
@@ -86,6 +117,10 @@ def variant_model(base: GateLoopConfig, name: str, head_dim: int) -> ModelConfig
     check_variants([name])
     variant = VARIANTS[name]
     if variant.family == "transformer":
+        if base.d_model % 2:  # rotary embeddings rotate pairs of dims: an odd width has no even split
+            raise ValueError(
+                f"the Transformer needs an even d_model (rotary pairs), got d_model = {base.d_model}"
+            )
         model: ModelConfig = transformer_like(base, heads_of(base.d_model, head_dim))
     else:
         options = dict(variant.options)
