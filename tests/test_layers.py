@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -316,3 +317,59 @@ def test_attention_decode_step_makes_no_host_sync(monkeypatch) -> None:
     y, cache = attention(step, state=cache, return_state=True)
     monkeypatch.undo()
     assert torch.equal(y, expected)
+
+
+def test_model_config_declares_the_layer_options_as_the_layer_does() -> None:
+    """GateLoopConfig keeps the layer's options flat (its saved form and flags); they must be
+    GateLoopOptions' fields with the same types and defaults (n_head aside: the paper's model
+    has 624 SISO heads, a bare layer one), so the two declarations cannot drift."""
+    import dataclasses
+    import typing
+
+    from gateloop.layers import GateLoopOptions
+    from gateloop.models import GateLoopConfig
+
+    layer_hints = typing.get_type_hints(GateLoopOptions)
+    model_hints = typing.get_type_hints(GateLoopConfig)
+    model_defaults = {f.name: f.default for f in dataclasses.fields(GateLoopConfig)}
+    for f in dataclasses.fields(GateLoopOptions):
+        assert model_hints[f.name] == layer_hints[f.name], f.name
+        if f.name != "n_head":
+            assert model_defaults[f.name] == f.default, f.name
+    assert GateLoopConfig.tiny().layer_options() == GateLoopOptions(n_head=4)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("mode", "softmax", "mode must be one of 'chunk', 'recurrent', 'scan', 'attention'"),
+        ("chunk_size", 0, "chunk_size must be a positive int"),
+        ("phase_init_max", -1.0, "phase_init_max must be >= 0"),
+        ("magnitude_init", (0.5, 1.0), "magnitude_init must satisfy 0 < low <= high < 1"),
+        ("n_head", 5, "d_qk = 32 is not divisible by n_head = 5"),
+    ],
+)
+def test_a_layer_and_a_model_refuse_an_option_with_one_message(
+    option: str, value: object, message: str
+) -> None:
+    """One validator: the layer and the model config give the same error for the same option
+    (they had drifted: the layer accepted chunk_size 0 and a negative phase range, the config an
+    s4d_lin init with an exp phase)."""
+    from gateloop.models import GateLoopConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GateLoop(32, **{option: value})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GateLoopConfig.tiny(**{option: value})
+
+
+def test_s4d_init_with_an_exp_phase_is_refused_by_the_model_config_too() -> None:
+    from gateloop.models import GateLoopConfig
+
+    with pytest.raises(ValueError, match="s4d_lin"):
+        GateLoopConfig.tiny(transition_init="s4d_lin", phase_activation="exp")
+
+
+def test_unknown_layer_option_is_a_type_error_listing_the_options() -> None:
+    with pytest.raises(TypeError, match=r"unknown option.*'n_heads'.*n_head"):
+        GateLoop(32, n_heads=4)

@@ -3,56 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import INTEGER_DTYPES, check_choice, check_positive_int, check_rows, check_tensor
+from gateloop._validation import INTEGER_DTYPES, check_rows, check_tensor
+from gateloop.layers.gate_loop_options import TRANSITION_PRESETS, GateLoopOptions
 from gateloop.layers.transitions import (
-    MAGNITUDE_ACTIVATIONS,
-    PHASE_ACTIVATIONS,
-    TWO_PI,
     inverse_magnitude,
     inverse_phase,
     log_magnitude,
     phase,
     uniform_ring,
 )
-from gateloop.ops import MODES, gate_loop, gate_loop_step
-
-TRANSITION_INITS = ("uniform", "ring", "s4d_lin", "retnet")
+from gateloop.ops import gate_loop, gate_loop_step
 
 # Attribute set on every parameter that controls the state transitions, so that optimizers can
 # give them their own learning rate and no weight decay (paper Table 4).
 TRANSITION_TAG = "_gateloop_transition"
-
-
-# The fixed-transition special cases of paper §3.1 as option sets of this layer (the classmethods
-# below, and GateLoopConfig.with_transition_preset for model configs, read them from here).
-TRANSITION_PRESETS: dict[str, dict[str, object]] = {
-    "retnet_like": {
-        "data_controlled": False,
-        "trainable_transitions": False,
-        "transition_init": "retnet",
-        "magnitude_activation": "sigmoid",
-        "phase_activation": "identity",
-    },
-    "lru_like": {
-        "data_controlled": False,
-        "transition_init": "ring",
-        "magnitude_activation": "exp_exp",
-        "phase_activation": "exp",
-        "magnitude_init": (0.9, 0.999),
-        "phase_init_max": TWO_PI,
-    },
-    "s4d_like": {
-        "data_controlled": False,
-        "transition_init": "s4d_lin",
-        "magnitude_activation": "exp_exp",
-        "phase_activation": "identity",
-    },
-}
 
 
 def is_transition_parameter(p: nn.Parameter) -> bool:
@@ -74,23 +44,9 @@ class GateLoop(nn.Module):
 
     Args:
         d_model: input and output width.
-        d_qk, d_v: total key and value widths (default d_model); divisible by n_head.
-        n_head: number of heads.
-        magnitude_activation: "sigmoid" (paper), "exp_exp" (LRU: exp(-exp(α))), "none" (|a| = 1).
-        phase_activation: "identity" (paper), "exp" (LRU), "none" (real transitions).
-        data_controlled: True (paper): α, β are projections of x. False: one learned α, β per
-            channel, independent of the input (the paper's "fixed" baseline).
-        per_head_transition: one transition per head instead of one per key dim.
-        transition_init: "uniform" (|a| ~ U(magnitude_init), phase ~ U(±phase_init_max)),
-            "ring" (LRU: |a|² uniform in the ring, phase ~ U(0, phase_init_max)), "s4d_lin"
-            (S4D-Lin: a = exp(Δ(-1/2 + iπn)), Δ log-uniform in [1e-3, 1e-1]), "retnet"
-            (γ_h = 1 - 2^(-5-h) per head, θ_n = 10000^(-n/dk) per key dim).
-        magnitude_init, phase_init_max: ranges used by the "uniform" and "ring" inits.
-        trainable_transitions: False freezes fixed transitions (RetNet); only for data_controlled=False.
-        mode, chunk_size: how the op computes (see ``gate_loop``).
-        output_gate: extension, not in the paper: y <- y ⊙ silu(W_g x) before the output projection.
-        group_norm: extension, not in the paper: per-head GroupNorm of y.
-        bias: biases on the q, k, v and output projections (the α, β projections always have one).
+        options: the layer's options (``GateLoopOptions``, which documents each); keywords set
+            single fields on top of it (``GateLoop(64, n_head=4)``).
+        device, dtype: where and in what dtype the parameters are made.
 
     Example:
         >>> layer = GateLoop(64, n_head=4)
@@ -101,87 +57,58 @@ class GateLoop(nn.Module):
     def __init__(
         self,
         d_model: int,
+        options: GateLoopOptions | None = None,
         *,
-        d_qk: int | None = None,
-        d_v: int | None = None,
-        n_head: int = 1,
-        magnitude_activation: str = "sigmoid",
-        phase_activation: str = "identity",
-        data_controlled: bool = True,
-        per_head_transition: bool = False,
-        transition_init: str = "uniform",
-        magnitude_init: tuple[float, float] = (0.9, 0.999),
-        phase_init_max: float = 0.1 * math.pi,
-        trainable_transitions: bool = True,
-        mode: str = "chunk",
-        chunk_size: int | None = None,
-        output_gate: bool = False,
-        group_norm: bool = False,
-        bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **fields: Any,
     ) -> None:
         super().__init__()
-        d_qk = d_model if d_qk is None else d_qk
-        d_v = d_model if d_v is None else d_v
-        for name, value in (("d_model", d_model), ("d_qk", d_qk), ("d_v", d_v), ("n_head", n_head)):
-            check_positive_int(name, value)
-        for name, value in (("d_qk", d_qk), ("d_v", d_v)):
-            if value % n_head:
-                raise ValueError(f"{name} = {value} is not divisible by n_head = {n_head}")
-        check_choice("magnitude_activation", magnitude_activation, MAGNITUDE_ACTIVATIONS)
-        check_choice("phase_activation", phase_activation, PHASE_ACTIVATIONS)
-        check_choice("transition_init", transition_init, TRANSITION_INITS)
-        check_choice("mode", mode, tuple(m for m in MODES if m != "softmax"))
-        lo, hi = magnitude_init
-        if not 0 < lo <= hi < 1:
-            raise ValueError(f"magnitude_init must satisfy 0 < low <= high < 1, got {magnitude_init}")
-        if not trainable_transitions and data_controlled:
-            raise ValueError("trainable_transitions=False needs data_controlled=False (fixed transitions)")
-        if transition_init == "s4d_lin" and phase_activation not in ("identity", "none"):
-            raise ValueError(
-                f"transition_init='s4d_lin' needs phase_activation 'identity', got {phase_activation!r}"
-            )
-
+        options = GateLoopOptions.of(options, fields)
+        options.validate(d_model)
+        self.options = options
+        d_qk = d_model if options.d_qk is None else options.d_qk
+        d_v = d_model if options.d_v is None else options.d_v
+        n_head, bias = options.n_head, options.bias
         self.d_model, self.d_qk, self.d_v, self.n_head = d_model, d_qk, d_v, n_head
         self.head_qk, self.head_v = d_qk // n_head, d_v // n_head
-        self.magnitude_activation = magnitude_activation
-        self.phase_activation = phase_activation
-        self.data_controlled = data_controlled
-        self.per_head_transition = per_head_transition
-        self.transition_init = transition_init
-        self.magnitude_init = (float(lo), float(hi))
-        self.phase_init_max = float(phase_init_max)
-        self.mode = mode
-        self.chunk_size = chunk_size
-        self.transition_dim = 1 if per_head_transition else self.head_qk  # transitions per head
+        self.magnitude_activation = options.magnitude_activation
+        self.phase_activation = options.phase_activation
+        self.data_controlled = options.data_controlled
+        self.per_head_transition = options.per_head_transition
+        self.transition_init = options.transition_init
+        self.magnitude_init = (float(options.magnitude_init[0]), float(options.magnitude_init[1]))
+        self.phase_init_max = float(options.phase_init_max)
+        self.mode = options.mode
+        self.chunk_size = options.chunk_size
+        self.transition_dim = 1 if options.per_head_transition else self.head_qk  # transitions per head
         factory = {"device": device, "dtype": dtype}
 
         self.q_proj = nn.Linear(d_model, d_qk, bias=bias, **factory)
         self.k_proj = nn.Linear(d_model, d_qk, bias=bias, **factory)
         self.v_proj = nn.Linear(d_model, d_v, bias=bias, **factory)
         self.out_proj = nn.Linear(d_v, d_model, bias=bias, **factory)
-        self.gate_proj = nn.Linear(d_model, d_v, bias=bias, **factory) if output_gate else None
-        self.norm = nn.GroupNorm(n_head, d_v, **factory) if group_norm else None
+        self.gate_proj = nn.Linear(d_model, d_v, bias=bias, **factory) if options.output_gate else None
+        self.norm = nn.GroupNorm(n_head, d_v, **factory) if options.group_norm else None
 
         n_trans = n_head * self.transition_dim
-        has_alpha = magnitude_activation != "none"
-        has_beta = phase_activation != "none"
+        has_alpha = self.magnitude_activation != "none"
+        has_beta = self.phase_activation != "none"
         self.alpha_proj: nn.Linear | None = None
         self.beta_proj: nn.Linear | None = None
         self.alpha: nn.Parameter | None = None
         self.beta: nn.Parameter | None = None
-        if data_controlled:
+        if self.data_controlled:
             if has_alpha:
                 self.alpha_proj = nn.Linear(d_model, n_trans, bias=True, **factory)
             if has_beta:
                 self.beta_proj = nn.Linear(d_model, n_trans, bias=True, **factory)
         else:
-            shape = (n_head, self.transition_dim)
+            shape, train = (n_head, self.transition_dim), options.trainable_transitions
             if has_alpha:
-                self.alpha = nn.Parameter(torch.empty(shape, **factory), requires_grad=trainable_transitions)
+                self.alpha = nn.Parameter(torch.empty(shape, **factory), requires_grad=train)
             if has_beta:
-                self.beta = nn.Parameter(torch.empty(shape, **factory), requires_grad=trainable_transitions)
+                self.beta = nn.Parameter(torch.empty(shape, **factory), requires_grad=train)
         for module in (self.alpha_proj, self.beta_proj):
             if module is not None:
                 for p in module.parameters():
@@ -385,7 +312,7 @@ class GateLoop(nn.Module):
             k,
             v,
             log_a=self._pack(log_mag, arg),
-            mode=self.mode,  # type: ignore[arg-type]
+            mode=self.mode,
             initial_state=state,
             output_final_state=return_state,
             chunk_size=self.chunk_size if self.mode == "chunk" else None,

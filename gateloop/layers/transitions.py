@@ -10,13 +10,17 @@ gate saturates (``logsigmoid``, not ``log(sigmoid)``, which underflows to -inf i
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MAGNITUDE_ACTIVATIONS = ("sigmoid", "exp_exp", "none")
-PHASE_ACTIVATIONS = ("identity", "exp", "none")
+MagnitudeActivation = Literal["sigmoid", "exp_exp", "none"]
+PhaseActivation = Literal["identity", "exp", "none"]
+MAGNITUDE_ACTIVATIONS: tuple[str, ...] = typing.get_args(MagnitudeActivation)
+PHASE_ACTIVATIONS: tuple[str, ...] = typing.get_args(PhaseActivation)
 
 
 def log_magnitude(alpha: Tensor, activation: str) -> Tensor:

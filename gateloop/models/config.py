@@ -13,8 +13,15 @@ from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.file_errors import read_json_object
 from gateloop.layers.feed_forward import FFN_ACTIVATIONS
-from gateloop.layers.gate_loop_layer import TRANSITION_INITS, TRANSITION_PRESETS
-from gateloop.layers.transitions import MAGNITUDE_ACTIVATIONS, PHASE_ACTIVATIONS
+from gateloop.layers.gate_loop_options import (
+    TRANSITION_PRESETS,
+    GateLoopOptions,
+    MagnitudeActivation,
+    Mode,
+    PhaseActivation,
+    TransitionInit,
+)
+from gateloop.layers.gate_loop_options import field_names as layer_option_names
 
 C = TypeVar("C", bound="ModelConfig")
 
@@ -89,20 +96,21 @@ class GateLoopConfig(ModelConfig):
 
     model_type: ClassVar[str] = "gateloop"
 
+    # The layer's options, flat (config.json, --model.* flags and HF keys use these names): the
+    # same names, types and defaults as GateLoopOptions, which documents and validates them (but
+    # n_head: 624 SISO heads here, the paper's model; one head for a bare layer).
     d_qk: int | None = None  # total key width over all heads; None: d_model
     d_v: int | None = None  # total value width over all heads; None: d_model
     n_head: int = 624
-    magnitude_activation: str = "sigmoid"
-    phase_activation: str = "identity"
+    magnitude_activation: MagnitudeActivation = "sigmoid"
+    phase_activation: PhaseActivation = "identity"
     data_controlled: bool = True
     per_head_transition: bool = False
-    transition_init: str = "uniform"
-    # initial |a| range: memories of ~10 to ~1000 tokens (the paper states no init)
+    transition_init: TransitionInit = "uniform"
     magnitude_init: tuple[float, float] = (0.9, 0.999)
-    # initial phases in ±π/10: slow rotations, so early training is close to a real decay
     phase_init_max: float = field(default=0.1 * math.pi)
     trainable_transitions: bool = True
-    mode: str = "chunk"
+    mode: Mode = "chunk"
     chunk_size: int | None = None
     output_gate: bool = False  # extension, off in the paper's runs
     group_norm: bool = False  # extension, off in the paper's runs
@@ -110,51 +118,15 @@ class GateLoopConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        d_qk = self.d_qk or self.d_model
-        d_v = self.d_v or self.d_model
-        check_positive_int("n_head", self.n_head)
-        for name, value in (("d_qk", d_qk), ("d_v", d_v)):
-            if value % self.n_head:
-                raise ValueError(f"{name} = {value} is not divisible by n_head = {self.n_head}")
-        checks = (
-            ("magnitude_activation", self.magnitude_activation, MAGNITUDE_ACTIVATIONS),
-            ("phase_activation", self.phase_activation, PHASE_ACTIVATIONS),
-            ("transition_init", self.transition_init, TRANSITION_INITS),
-            ("mode", self.mode, ("chunk", "recurrent", "scan", "attention")),
-        )
-        for name, value, allowed in checks:
-            check_choice(name, value, allowed)
-        for name in ("d_qk", "d_v", "chunk_size"):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
-        low, high = self.magnitude_init
-        if not 0 < low <= high < 1:
-            raise ValueError(f"magnitude_init must satisfy 0 < low <= high < 1, got {self.magnitude_init}")
-        if not self.phase_init_max >= 0:
-            raise ValueError(f"phase_init_max must be >= 0, got {self.phase_init_max}")
-        if not self.trainable_transitions and self.data_controlled:
-            raise ValueError("trainable_transitions=False needs data_controlled=False (fixed transitions)")
+        self.layer_options().validate(self.d_model)
+
+    def layer_options(self) -> GateLoopOptions:
+        """The options of each of this model's time-mixing layers."""
+        return GateLoopOptions(**self.layer_kwargs())
 
     def layer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``gateloop.layers.GateLoop`` for one time-mixing layer."""
-        return {
-            "d_qk": self.d_qk,
-            "d_v": self.d_v,
-            "n_head": self.n_head,
-            "magnitude_activation": self.magnitude_activation,
-            "phase_activation": self.phase_activation,
-            "data_controlled": self.data_controlled,
-            "per_head_transition": self.per_head_transition,
-            "transition_init": self.transition_init,
-            "magnitude_init": tuple(self.magnitude_init),
-            "phase_init_max": self.phase_init_max,
-            "trainable_transitions": self.trainable_transitions,
-            "mode": self.mode,
-            "chunk_size": self.chunk_size,
-            "output_gate": self.output_gate,
-            "group_norm": self.group_norm,
-            "bias": self.bias,
-        }
+        """The layer's options as keyword arguments of ``gateloop.layers.GateLoop``."""
+        return {name: getattr(self, name) for name in layer_option_names()}
 
     def with_transition_preset(self, name: str) -> GateLoopConfig:
         """A copy with the option set of a fixed-transition preset (``TRANSITION_PRESETS``:

@@ -40,7 +40,7 @@ class GateLoopLM(CausalModel):
     ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         for _ in range(config.n_layer):
-            mixing = GateLoop(config.d_model, **config.layer_kwargs(), device=device, dtype=dtype)
+            mixing = GateLoop(config.d_model, config.layer_options(), device=device, dtype=dtype)
             self.blocks.append(Block(mixing, config, device=device, dtype=dtype))
         self._init_embeddings()
 

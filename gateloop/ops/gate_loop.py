@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import replace
 from functools import partial
 from typing import Literal
@@ -21,7 +22,7 @@ from gateloop.ops.triton import BACKENDS, gate_loop_triton, use_triton  # never 
 from gateloop.ops.varlen import check_cu_seqlens, check_varlen_state, run_torch_varlen
 
 Mode = Literal["chunk", "recurrent", "scan", "attention", "softmax"]
-MODES: tuple[str, ...] = ("chunk", "recurrent", "scan", "attention", "softmax")
+MODES: tuple[str, ...] = typing.get_args(Mode)
 Backend = Literal["auto", "triton", "torch"]
 
 
