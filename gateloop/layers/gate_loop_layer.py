@@ -9,14 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import INTEGER_DTYPES, check_rows, check_tensor
+from gateloop._validation import check_rows, check_tensor
 from gateloop.layers.gate_loop_options import TRANSITION_PRESETS, GateLoopOptions
+from gateloop.layers.masks import apply_masks, document_starts
 from gateloop.layers.transitions import (
+    initial_transitions,
     inverse_magnitude,
     inverse_phase,
     log_magnitude,
     phase,
-    uniform_ring,
 )
 from gateloop.ops import gate_loop, gate_loop_step
 
@@ -91,24 +92,29 @@ class GateLoop(nn.Module):
         self.gate_proj = nn.Linear(d_model, d_v, bias=bias, **factory) if options.output_gate else None
         self.norm = nn.GroupNorm(n_head, d_v, **factory) if options.group_norm else None
 
+        self._make_transitions(options.trainable_transitions, factory)
+        self.reset_parameters()
+
+    def _make_transitions(self, trainable: bool, factory: dict[str, Any]) -> None:
+        """The α, β projections (data-controlled) or per-channel parameters (fixed), each tagged as
+        a transition parameter; none for an activation that is "none"."""
+        d_model, n_head = self.d_model, self.n_head
         n_trans = n_head * self.transition_dim
-        has_alpha = self.magnitude_activation != "none"
-        has_beta = self.phase_activation != "none"
         self.alpha_proj: nn.Linear | None = None
         self.beta_proj: nn.Linear | None = None
         self.alpha: nn.Parameter | None = None
         self.beta: nn.Parameter | None = None
         if self.data_controlled:
-            if has_alpha:
+            if self._has_alpha:
                 self.alpha_proj = nn.Linear(d_model, n_trans, bias=True, **factory)
-            if has_beta:
+            if self._has_beta:
                 self.beta_proj = nn.Linear(d_model, n_trans, bias=True, **factory)
         else:
-            shape, train = (n_head, self.transition_dim), options.trainable_transitions
-            if has_alpha:
-                self.alpha = nn.Parameter(torch.empty(shape, **factory), requires_grad=train)
-            if has_beta:
-                self.beta = nn.Parameter(torch.empty(shape, **factory), requires_grad=train)
+            shape = (n_head, self.transition_dim)
+            if self._has_alpha:
+                self.alpha = nn.Parameter(torch.empty(shape, **factory), requires_grad=trainable)
+            if self._has_beta:
+                self.beta = nn.Parameter(torch.empty(shape, **factory), requires_grad=trainable)
         for module in (self.alpha_proj, self.beta_proj):
             if module is not None:
                 for p in module.parameters():
@@ -116,7 +122,6 @@ class GateLoop(nn.Module):
         for p in (self.alpha, self.beta):
             if p is not None:
                 _tag(p)
-        self.reset_parameters()
 
     # ------------------------------------------------------------------ presets (paper §3.1)
     @classmethod
@@ -138,35 +143,6 @@ class GateLoop(nn.Module):
         return cls(d_model, n_head=n_head, **{**TRANSITION_PRESETS["s4d_like"], **kwargs})  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ init
-    def _target_transitions(self) -> tuple[Tensor, Tensor]:
-        """Initial (|a|, phase), float64, shape (n_head, transition_dim), per ``transition_init``."""
-        H, d = self.n_head, self.transition_dim
-        lo, hi = self.magnitude_init
-        if self.transition_init == "uniform":
-            magnitude = lo + (hi - lo) * torch.rand(H, d, dtype=torch.float64)
-            theta = self.phase_init_max * (2 * torch.rand(H, d, dtype=torch.float64) - 1)
-        elif self.transition_init == "ring":
-            magnitude = uniform_ring(H * d, lo, hi).view(H, d)
-            theta = self.phase_init_max * torch.rand(H, d, dtype=torch.float64)
-        elif self.transition_init == "s4d_lin":
-            # Δ log-uniform in [1e-3, 1e-1] per head (S4D's default dt range)
-            log_dt = math.log(1e-3) + (math.log(1e-1) - math.log(1e-3)) * torch.rand(
-                H, 1, dtype=torch.float64
-            )
-            dt = torch.exp(log_dt)
-            n = torch.arange(d, dtype=torch.float64)[None, :]
-            magnitude = torch.exp(-0.5 * dt).expand(H, d)
-            theta = math.pi * n * dt  # (H, d)
-        else:  # retnet
-            # log1p keeps 1 - 2^(-5-h) exact for many heads, where it rounds to 1.0 in float32
-            magnitude = torch.exp(torch.log1p(-(2.0 ** (-5.0 - torch.arange(H, dtype=torch.float64)))))
-            magnitude = magnitude[:, None].expand(H, d)
-            theta = (10000.0 ** (-torch.arange(d, dtype=torch.float64) / d))[None, :].expand(H, d)
-        if self.phase_activation == "exp":
-            # exp(β) > 0: fold the sampled phases into (0, max]; the sign of a rotation is arbitrary
-            theta = theta.abs().clamp_min(1e-4)
-        return magnitude, theta
-
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialise every weight; each choice is explained inline."""
@@ -178,7 +154,13 @@ class GateLoop(nn.Module):
             proj.reset_parameters()
         if self.norm is not None:
             self.norm.reset_parameters()
-        magnitude, theta = self._target_transitions()
+        magnitude, theta = initial_transitions(  # float64 (n_head, transition_dim)
+            self.transition_init,
+            (self.n_head, self.transition_dim),
+            self.magnitude_init,
+            self.phase_init_max,
+            self.phase_activation,
+        )
         alpha = inverse_magnitude(magnitude, self.magnitude_activation) if self._has_alpha else None
         beta = inverse_phase(theta, self.phase_activation) if self._has_beta else None
         for proj, target in ((self.alpha_proj, alpha), (self.beta_proj, beta)):
@@ -289,7 +271,7 @@ class GateLoop(nn.Module):
             if attention_mask is None
             else check_rows("attention_mask", attention_mask, (B, L), (torch.bool,))
         )
-        starts = None if document_ids is None else _document_starts(document_ids, (B, L))
+        starts = None if document_ids is None else document_starts(document_ids, (B, L))
         if L == 1 and mask is None and cu_seqlens is None:  # one token: a start at 0 changes nothing
             y, new_state = self.step(x[:, 0], state)
             return (y[:, None], new_state) if return_state else y[:, None]
@@ -298,15 +280,7 @@ class GateLoop(nn.Module):
         k = self.k_proj(x).view(B, L, H, self.head_qk)  # (B, L, H, dk)
         v = self.v_proj(x).view(B, L, H, self.head_v)  # (B, L, H, dv)
         log_mag, arg = self._log_transition_parts(x)  # 2 x (B, L, H, d), arg None when real
-        if mask is not None:
-            keep = mask[:, :, None, None]
-            zero = torch.zeros((), dtype=log_mag.dtype, device=x.device)
-            log_mag = torch.where(keep, log_mag, zero)  # padding: a = 1 (|a| = 1 and phase 0) ...
-            arg = None if arg is None else torch.where(keep, arg, zero)
-            k = torch.where(keep, k, torch.zeros((), dtype=k.dtype, device=x.device))  # ... and kᵀv = 0
-        if starts is not None:
-            restart = torch.full((), -math.inf, dtype=log_mag.dtype, device=x.device)
-            log_mag = torch.where(starts[:, :, None, None], restart, log_mag)  # a = 0: restart
+        log_mag, arg, k = apply_masks(log_mag, arg, k, mask, starts)
         y, final = gate_loop(
             q,
             k,
@@ -350,14 +324,3 @@ class GateLoop(nn.Module):
             f"data_controlled={self.data_controlled}, per_head_transition={self.per_head_transition}, "
             f"init={self.transition_init}, mode={self.mode}"
         )
-
-
-def _document_starts(document_ids: object, shape: tuple[int, int]) -> Tensor:
-    """Bool [B, L]: True at the first token of every document but a row's first (the state restarts).
-
-    ``document_ids`` must be an integer tensor [B, L] (TypeError otherwise; ValueError for a shape).
-    """
-    ids = check_rows("document_ids", document_ids, shape, INTEGER_DTYPES)
-    starts = torch.zeros_like(ids, dtype=torch.bool)
-    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
-    return starts

@@ -67,3 +67,38 @@ def uniform_ring(n: int, r_min: float, r_max: float, generator: torch.Generator 
 
 
 TWO_PI = 2 * math.pi
+
+
+def initial_transitions(
+    init: str,
+    shape: tuple[int, int],
+    magnitude_init: tuple[float, float],
+    phase_init_max: float,
+    phase_activation: str,
+) -> tuple[Tensor, Tensor]:
+    """Initial (|a|, phase), float64 of ``shape`` = (n_head, transitions per head), per ``init``
+    (the inits ``GateLoopOptions`` documents); draws from torch's global generator."""
+    H, d = shape
+    lo, hi = magnitude_init
+    if init == "uniform":
+        magnitude = lo + (hi - lo) * torch.rand(H, d, dtype=torch.float64)
+        theta = phase_init_max * (2 * torch.rand(H, d, dtype=torch.float64) - 1)
+    elif init == "ring":
+        magnitude = uniform_ring(H * d, lo, hi).view(H, d)
+        theta = phase_init_max * torch.rand(H, d, dtype=torch.float64)
+    elif init == "s4d_lin":
+        # Δ log-uniform in [1e-3, 1e-1] per head (S4D's default dt range)
+        log_dt = math.log(1e-3) + (math.log(1e-1) - math.log(1e-3)) * torch.rand(H, 1, dtype=torch.float64)
+        dt = torch.exp(log_dt)
+        n = torch.arange(d, dtype=torch.float64)[None, :]
+        magnitude = torch.exp(-0.5 * dt).expand(H, d)
+        theta = math.pi * n * dt  # (H, d)
+    else:  # retnet
+        # log1p keeps 1 - 2^(-5-h) exact for many heads, where it rounds to 1.0 in float32
+        magnitude = torch.exp(torch.log1p(-(2.0 ** (-5.0 - torch.arange(H, dtype=torch.float64)))))
+        magnitude = magnitude[:, None].expand(H, d)
+        theta = (10000.0 ** (-torch.arange(d, dtype=torch.float64) / d))[None, :].expand(H, d)
+    if phase_activation == "exp":
+        # exp(β) > 0: fold the sampled phases into (0, max]; the sign of a rotation is arbitrary
+        theta = theta.abs().clamp_min(1e-4)
+    return magnitude, theta
