@@ -27,7 +27,7 @@ from gateloop.file_errors import DiskFullError, read_json_object, writing
 from gateloop.hf.configuration import HF_CONFIGS, _NativeBackedConfig
 from gateloop.hf.modeling import HF_BASE_MODELS, HF_MODELS
 from gateloop.hf.weight_files import INDEX_NAME, check_index, check_tensors, hf_weight_files, tensor_shapes
-from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME
+from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
 from gateloop.models.weight_file import read_weights, save_weights
 from gateloop.training.files import TMP_PREFIX, fsync_path, publish_dir

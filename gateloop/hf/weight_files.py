@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gateloop.file_errors import read_json_object
-from gateloop.models.base import WEIGHTS_NAME
 from gateloop.models.config import ModelConfig
+from gateloop.models.pretrained import WEIGHTS_NAME
 from gateloop.models.registry import model_class
 from gateloop.models.weight_file import weight_shapes
 

@@ -1,6 +1,7 @@
-"""What every model of the harness shares: block, embedding and head, checkpoints.
+"""What every model of the harness shares: embedding, blocks and head, generation, checkpoints.
 
-The decoding loop lives in ``gateloop.models.generation``; ``CausalModel.generate`` calls it.
+The block is ``gateloop.models.block``, the decoding loop ``gateloop.models.generation`` and the
+checkpoint files ``gateloop.models.pretrained``; the methods here call them.
 """
 
 from __future__ import annotations
@@ -13,57 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gateloop._validation import INTEGER_DTYPES, check_tensor
-from gateloop.file_errors import read_json_object
-from gateloop.layers.feed_forward import FeedForward
 from gateloop.models.config import ModelConfig
 from gateloop.models.generation import generate
-from gateloop.models.weight_file import read_weights, save_weights
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class Block(nn.Module):
-    """Time mixing + channel mixing (FFN), each with a skip connection and a LayerNorm.
-
-    pre-norm:  x = x + mix(norm1(x));  x = x + ffn(norm2(x))
-    post-norm: x = norm1(x + mix(x));  x = norm2(x + ffn(x))
-    """
-
-    def __init__(
-        self,
-        time_mixing: nn.Module,
-        config: ModelConfig,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.pre_norm = config.norm_position == "pre"
-        self.norm1 = nn.LayerNorm(config.d_model, **factory)
-        self.time_mixing = time_mixing
-        self.norm2 = nn.LayerNorm(config.d_model, **factory)
-        self.channel_mixing = FeedForward(
-            config.d_model,
-            config.d_channel_mixing,
-            activation=config.ffn_activation,
-            dropout=config.dropout,
-            **factory,
-        )
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: Tensor, *, state: Any = None, return_state: bool = False, **masks: Any) -> Any:
-        h = self.norm1(x) if self.pre_norm else x
-        mixed = self.time_mixing(h, state=state, return_state=return_state, **masks)
-        mixed, new_state = mixed if return_state else (mixed, None)
-        x = x + self.dropout(mixed)
-        if not self.pre_norm:
-            x = self.norm1(x)
-        x = x + self.channel_mixing(self.norm2(x) if self.pre_norm else x)
-        if not self.pre_norm:
-            x = self.norm2(x)
-        return (x, new_state) if return_state else x
+from gateloop.models.pretrained import load_weights, read_model_config, save_model
 
 
 class CausalModel(nn.Module):
@@ -265,13 +218,7 @@ class CausalModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (no pickle) into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save(directory / CONFIG_NAME)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
-        metadata = {"format": "pt", "model_type": self.config.model_type}
-        save_weights(tensors, directory / WEIGHTS_NAME, metadata)  # the same bytes for the same weights
-        return directory
+        return save_model(self, directory)
 
     @classmethod
     def from_pretrained(
@@ -282,53 +229,5 @@ class CausalModel(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> CausalModel:
         """Load a model saved by ``save_pretrained``: read its config, build it, ``load_weights``."""
-        directory = Path(directory)
-        _check_checkpoint_files(directory)
-        config = cls.config_class.from_dict(read_json_object(directory / CONFIG_NAME, "a model config"))
+        config = read_model_config(cls.config_class, directory)
         return load_weights(cls(config, device=device, dtype=dtype), directory)
-
-
-def _check_checkpoint_files(directory: Path) -> None:
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(
-                f"{directory / name} not found: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
-            )
-
-
-def load_weights(model: CausalModel, directory: str | Path) -> CausalModel:
-    """Load ``directory/model.safetensors`` (from ``save_pretrained``) into the existing ``model``.
-
-    ``directory/config.json`` must equal ``model.config`` (compared field by field; no second model
-    is built); a difference names the fields. A tensor missing, unexpected or of another shape is
-    named too. Returns ``model``.
-    """
-    directory = Path(directory)
-    _check_checkpoint_files(directory)
-    config = model.config
-    saved = type(config).from_dict(read_json_object(directory / CONFIG_NAME, "a model config")).to_dict()
-    current = config.to_dict()
-    differing = [name for name in current if saved[name] != current[name]]
-    if differing:
-        listing = ", ".join(f"{name} (saved {saved[name]!r}, model {current[name]!r})" for name in differing)
-        raise ValueError(f"{directory / CONFIG_NAME} does not match the model's config: {listing}")
-    first = next(iter(model.state_dict().values()), None)
-    device = first.device if first is not None and first.device.type != "meta" else torch.device("cpu")
-    weights = read_weights(directory / WEIGHTS_NAME, device=str(device))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: "
-            f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
-        )
-    for name in expected:  # model order: the first mismatching layer is reported
-        tensor = weights[name]
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ValueError(
-                f"tensor {name!r} in {WEIGHTS_NAME} has shape {tuple(tensor.shape)} but the config "
-                f"gives {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict(weights)
-    return model

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from gateloop.layers.gate_loop_layer import GateLoop
-from gateloop.models.base import Block, CausalModel
+from gateloop.models.base import CausalModel
+from gateloop.models.block import Block
 from gateloop.models.config import GateLoopConfig
 
 

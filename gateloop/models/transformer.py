@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 
 from gateloop.layers.softmax_attention import CausalSelfAttention
-from gateloop.models.base import Block, CausalModel
+from gateloop.models.base import CausalModel
+from gateloop.models.block import Block
 from gateloop.models.config import TransformerConfig
 
 

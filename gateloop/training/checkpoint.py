@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from gateloop.file_errors import writing
-from gateloop.models.base import CONFIG_NAME, WEIGHTS_NAME, CausalModel, load_weights
+from gateloop.models.base import CausalModel
+from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_weights
 from gateloop.training.distributed import Runtime, barrier
 from gateloop.training.files import TMP_PREFIX, publish_dir, remove_dir
 
