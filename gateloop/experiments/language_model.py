@@ -10,7 +10,6 @@ Batches are random windows of ``seq_len + 1`` tokens drawn as a pure function of
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict
 from gateloop.data.tokens import TokenDataset, document_ids, window_batch
+from gateloop.experiments.perplexity import evaluate_perplexity
 from gateloop.experiments.run_config import RunConfig, field_names
 from gateloop.experiments.variants import TASK_NAMES, task_name, variant_model
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
@@ -215,49 +215,6 @@ def make_loss_fn(eot_id: int, reset_at_documents: bool):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), {}
 
     return loss_fn
-
-
-@torch.no_grad()
-def evaluate_perplexity(
-    model: nn.Module,
-    tokens: np.ndarray,
-    *,
-    seq_len: int,
-    stride: int | None = None,
-    max_tokens: int | None = None,
-) -> dict[str, float]:
-    """Perplexity = exp(mean NLL over the scored tokens).
-
-    Non-overlapping windows of ``seq_len`` by default (every token scored once, with the context
-    inside its window); with ``stride`` < seq_len, windows advance by ``stride`` and only their
-    last ``stride`` tokens are scored (a sliding window: more context per token).
-    """
-    stride = stride or seq_len
-    if not 1 <= stride <= seq_len:
-        raise ValueError(f"stride must be in [1, seq_len = {seq_len}], got {stride}")
-    n = len(tokens) if max_tokens is None else min(len(tokens), max_tokens + 1)
-    if n < 2:
-        raise ValueError(f"the split has {n} tokens; need at least 2 to score")
-    device = next(model.parameters()).device
-    model.eval()
-    nll, count, scored_until = 0.0, 0, 0  # targets 1..scored_until are already scored
-    for begin in range(0, n - 1, stride):
-        end = min(begin + seq_len, n - 1)  # inputs tokens[begin:end], targets tokens[begin + 1:end + 1]
-        window = torch.from_numpy(tokens[begin : end + 1].astype(np.int64)).to(device)[None]
-        logits = model(window[:, :-1]).float()[0]  # (length, V)
-        losses = F.cross_entropy(logits, window[0, 1:], reduction="none")[scored_until - begin :]
-        nll += float(losses.sum())
-        count += losses.numel()
-        scored_until = end
-        if end == n - 1:
-            break
-    mean = nll / count
-    if not math.isfinite(mean):
-        raise FloatingPointError(
-            f"the mean NLL over {count:,} tokens is {mean}: the model gives non-finite logits (diverged "
-            "or corrupt weights), so there is no perplexity to report"
-        )
-    return {"nll": mean, "perplexity": math.exp(mean), "tokens": count, "seq_len": seq_len, "stride": stride}
 
 
 # ---------------------------------------------------------------------------- one run
