@@ -27,6 +27,7 @@ from gateloop.file_errors import DiskFullError, read_json_object, writing
 from gateloop.hf.configuration import HF_CONFIGS, _NativeBackedConfig
 from gateloop.hf.modeling import HF_BASE_MODELS, HF_MODELS
 from gateloop.hf.weight_files import INDEX_NAME, check_index, check_tensors, hf_weight_files, tensor_shapes
+from gateloop.models.config import ModelConfig
 from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
 from gateloop.models.weight_file import read_weights, save_weights
@@ -88,17 +89,7 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     native = config_class(model_type).from_dict(saved)
     weights_path = model_dir / WEIGHTS_NAME
     check_tensors(tensor_shapes([weights_path]), native, "", model_dir / CONFIG_NAME, weights_path)
-    spec, dataset_dir = _run_tokenizer(run_dir)
-    if spec is not None and spec.get("vocab_size") != native.vocab_size:
-        raise ValueError(
-            f"{model_dir} has vocab_size {native.vocab_size}, but its run's tokenizer ({spec.get('name')}) "
-            f"has {spec.get('vocab_size')}: the model and the run's data do not belong together"
-        )
-    extra: dict[str, Any] = {"architectures": [_architecture(model_type)]}
-    if spec is not None:
-        eot = spec.get("eot_id")
-        extra.update(gateloop_tokenizer=spec, eos_token_id=eot, bos_token_id=eot, pad_token_id=eot)
-    hf_config = HF_CONFIGS[model_type].from_native(native, **extra)
+    hf_config, spec, dataset_dir = _hf_config(native, model_dir, run_dir)
     out = Path(out)
     target = out.resolve()  # a symlink to a directory: that directory is the one written, the link stays
     _check_out_dir(target)
@@ -125,6 +116,25 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
         if scratch.exists():  # a failure before publishing (after it, nothing is left there)
             shutil.rmtree(scratch)
     return out
+
+
+def _hf_config(
+    native: ModelConfig, model_dir: Path, run_dir: Path | None
+) -> tuple[Any, dict[str, Any] | None, Path | None]:
+    """The Hugging Face config of ``native``, with the run's tokenizer spec and end-of-text ids
+    when the run has a tokenizer (whose vocabulary must be the model's), that spec and its
+    dataset directory."""
+    spec, dataset_dir = _run_tokenizer(run_dir)
+    if spec is not None and spec.get("vocab_size") != native.vocab_size:
+        raise ValueError(
+            f"{model_dir} has vocab_size {native.vocab_size}, but its run's tokenizer ({spec.get('name')}) "
+            f"has {spec.get('vocab_size')}: the model and the run's data do not belong together"
+        )
+    extra: dict[str, Any] = {"architectures": [_architecture(native.model_type)]}
+    if spec is not None:
+        eot = spec.get("eot_id")
+        extra.update(gateloop_tokenizer=spec, eos_token_id=eot, bos_token_id=eot, pad_token_id=eot)
+    return HF_CONFIGS[native.model_type].from_native(native, **extra), spec, dataset_dir
 
 
 def _check_out_dir(out: Path) -> None:

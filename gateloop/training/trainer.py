@@ -100,20 +100,7 @@ class Trainer:
         self.run_config = run_config or {}
         self.labels = labels or {}  # what eval.json says the run is beside its numbers ({"variant": ...})
         self.runtime = runtime or current_runtime(next(model.parameters()).device)
-        self.optimizer = build_optimizer(
-            model,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            betas=config.betas,
-            transition_lr=config.transition_lr,
-            transition_weight_decay=config.transition_weight_decay,
-        )
-        self.scheduler = build_scheduler(
-            self.optimizer,
-            warmup_steps=schedule.warmup_steps,
-            total_steps=schedule.max_steps,
-            min_lr_ratio=config.min_lr_ratio,
-        )
+        self.optimizer, self.scheduler = _optimization(model, config, schedule)
         self.metrics = MetricsLogger(self.run_dir)
         self.log = TrainLog(
             self.metrics,
@@ -129,14 +116,7 @@ class Trainer:
         self.step = 0
         self.grad_norms = GradNormWindow(config.grad_clip)
         self.finite = NonFiniteLoss()
-        # recomputation, parallelism and compilation are applied from outside; checkpoints save the
-        # bare model (activation checkpointing keeps its parameter names)
-        if config.activation_checkpointing:
-            apply_activation_checkpointing(model)
-        forward = wrap_data_parallel(model, self.runtime)
-        if config.compile:
-            forward = torch.compile(forward)  # type: ignore[assignment]
-        self.forward_module = forward
+        self.forward_module = _wrap_for_training(model, config, self.runtime)
 
     # ------------------------------------------------------------------ one step
     def _micro_step(self, micro: int) -> tuple[Tensor, dict[str, float | Tensor]]:
@@ -274,3 +254,36 @@ class Trainer:
         if not logged:
             self.metrics.log({"step": self.step, **scalars(result)})
         return result
+
+
+def _optimization(
+    model: CausalModel, config: TrainConfig, schedule: Schedule
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with the transition parameters' own group, and its warm-up + cosine schedule."""
+    optimizer = build_optimizer(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        betas=config.betas,
+        transition_lr=config.transition_lr,
+        transition_weight_decay=config.transition_weight_decay,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        warmup_steps=schedule.warmup_steps,
+        total_steps=schedule.max_steps,
+        min_lr_ratio=config.min_lr_ratio,
+    )
+    return optimizer, scheduler
+
+
+def _wrap_for_training(model: CausalModel, config: TrainConfig, runtime: Runtime) -> nn.Module:
+    """What the training step calls: ``model`` with recomputation, data parallelism and
+    compilation applied from outside (checkpoints save the bare model; activation checkpointing
+    keeps its parameter names)."""
+    if config.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    forward = wrap_data_parallel(model, runtime)
+    if config.compile:
+        forward = torch.compile(forward)  # type: ignore[assignment]
+    return forward
