@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gateloop.ops._unsafe_chunks import (
+from gateloop.ops._pairwise_scores import (
     _full_pairwise_scores,
     pairwise_scores,
     pairwise_scores_backward,
