@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
+from torch import Tensor
 
 from gateloop.file_errors import read_json_object
 from gateloop.models.config import ModelConfig
@@ -22,12 +23,15 @@ M = TypeVar("M", bound="CausalModel")
 C = TypeVar("C", bound=ModelConfig)
 
 
-def save_model(model: CausalModel, directory: str | Path) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory``; returns it."""
+def save_model(model: CausalModel, directory: str | Path, weights: dict[str, Tensor] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory``; returns it.
+    ``weights``: the tensors to write instead of ``model.state_dict()`` (a sharded model's,
+    gathered)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save(directory / CONFIG_NAME)
-    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    state = model.state_dict() if weights is None else weights
+    tensors = {name: t.detach().contiguous().cpu() for name, t in state.items()}
     metadata = {"format": "pt", "model_type": model.config.model_type}
     save_weights(tensors, directory / WEIGHTS_NAME, metadata)  # the same bytes for the same weights
     return directory
@@ -49,11 +53,18 @@ def check_checkpoint_files(directory: Path) -> None:
 
 
 def load_weights(model: M, directory: str | Path) -> M:
-    """Load ``directory/model.safetensors`` (from ``save_pretrained``) into the existing ``model``.
+    """Load ``directory/model.safetensors`` (from ``save_pretrained``) into the existing ``model``
+    (``checked_weights``, then ``load_state_dict``). Returns ``model``."""
+    model.load_state_dict(checked_weights(model, directory))
+    return model
+
+
+def checked_weights(model: CausalModel, directory: str | Path) -> dict[str, Tensor]:
+    """The tensors of ``directory/model.safetensors``, on ``model``'s device, checked against it.
 
     ``directory/config.json`` must equal ``model.config`` (compared field by field; no second model
-    is built); a difference names the fields. A tensor missing, unexpected or of another shape is
-    named too. Returns ``model``.
+    is built); a difference names the fields. A tensor missing, unexpected or of another shape
+    than the model's (its full shape, for a sharded model) is named too.
     """
     directory = Path(directory)
     check_checkpoint_files(directory)
@@ -82,5 +93,4 @@ def load_weights(model: M, directory: str | Path) -> M:
                 f"tensor {name!r} in {WEIGHTS_NAME} has shape {tuple(tensor.shape)} but the config "
                 f"gives {tuple(expected[name].shape)}"
             )
-    model.load_state_dict(weights)
-    return model
+    return weights

@@ -28,9 +28,16 @@ import torch
 
 from gateloop.file_errors import writing
 from gateloop.models.base import CausalModel
-from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_weights
+from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, checked_weights, save_model
 from gateloop.training.distributed import Runtime, barrier
 from gateloop.training.files import TMP_PREFIX, publish_dir, remove_dir
+from gateloop.training.parallel import (
+    full_state_dict,
+    is_sharded,
+    load_full_state_dict,
+    load_optimizer_state,
+    optimizer_state,
+)
 
 TRAINER_STATE = "trainer_state.pt"
 
@@ -100,11 +107,14 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     keep: int = 2,
     extra: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``checkpoints/step_<step>`` (weights, config, optimizer, scheduler, every RNG and the
     ``extra`` trainer state, plain values) and prune all but the newest ``keep``. Written under a
     temporary name, fsynced and renamed (``files.publish_dir``): a checkpoint that looks complete
-    is complete."""
+    is complete. ``weights`` / ``optimizer_state``: a sharded run's, gathered (default: the
+    model's and the optimizer's own)."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step:08d}"
     tmp = root / f"{TMP_PREFIX}step_{step:08d}"
@@ -112,7 +122,7 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": _cuda_rng_states(),
@@ -120,7 +130,7 @@ def save_checkpoint(
         **(extra or {}),
     }
     with _written_or_removed(tmp, final):
-        model.save_pretrained(tmp)
+        save_model(model, tmp, weights)
         torch.save(state, tmp / TRAINER_STATE)
         publish_dir(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
@@ -139,14 +149,17 @@ def trained_steps(run_dir: str | Path, model_dir: str | Path) -> int:
     return int(model_dir.name.removeprefix("step_"))
 
 
-def save_final(run_dir: str | Path, model: CausalModel) -> Path:
-    """``run_dir/final`` (``save_pretrained`` layout), published like a checkpoint."""
+def save_final(
+    run_dir: str | Path, model: CausalModel, weights: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """``run_dir/final`` (``save_pretrained`` layout), published like a checkpoint; ``weights``:
+    a sharded model's, gathered."""
     run_dir = Path(run_dir)
     tmp = run_dir / f"{TMP_PREFIX}final"
     if tmp.exists():
         shutil.rmtree(tmp)
     with _written_or_removed(tmp, run_dir / "final"):
-        model.save_pretrained(tmp)
+        save_model(model, tmp, weights)
         publish_dir(tmp, run_dir / "final")
     return run_dir / "final"
 
@@ -177,14 +190,14 @@ def load_checkpoint(
     """
     directory = Path(directory)
     check_model_dir(directory)
-    load_weights(model, directory)  # refuses a checkpoint whose model config differs
+    load_full_state_dict(model, checked_weights(model, directory))  # refuses another model config
     path = directory / TRAINER_STATE
     try:
         # weights_only: the trainer state holds tensors and plain Python values only
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
         raise CorruptCheckpointError(f"{path} is corrupt or truncated ({type(e).__name__})") from e
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(model, optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(_as_tuple(state["python_rng"]))
@@ -242,6 +255,11 @@ class Checkpointer:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        """Rank 0 writes; a sharded model's weights and optimizer state are gathered first, on
+        every rank (collectives)."""
+        sharded = is_sharded(model)
+        weights = full_state_dict(model) if sharded else None
+        optim = optimizer_state(model, optimizer) if sharded else None
         if self.runtime.is_main:
             save_checkpoint(
                 self.run_dir,
@@ -251,6 +269,8 @@ class Checkpointer:
                 scheduler=scheduler,
                 keep=self.keep,
                 extra=extra,
+                weights=weights,
+                optimizer_state=optim,
             )
         barrier(self.runtime)
 

@@ -13,6 +13,7 @@ from gateloop.config_utils import check_field_types, dataclass_from_dict, to_dic
 from gateloop.training.trackers import parse_trackers
 
 AUTOCAST = ("none", "bf16")
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -47,6 +48,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the forward module
     # recompute each block's activations in the backward: less memory, ~one more forward of compute
     activation_checkpointing: bool = False
+    # data parallelism over torchrun's processes: "ddp" (whole model per rank) or "fsdp" (FSDP2:
+    # parameters, gradients and optimizer state sharded per block; full-state checkpoints)
+    parallel: str = "ddp"
+    cpu_offload: bool = False  # FSDP: keep the shards and the optimizer step on the CPU
     log_to: str = ""  # trackers beside metrics.jsonl/.csv, comma-separated: "tensorboard", "wandb"
 
     def validate(self) -> None:
@@ -79,6 +84,9 @@ class TrainConfig:
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         check_choice("autocast", self.autocast, AUTOCAST)
+        check_choice("parallel", self.parallel, PARALLEL)
+        if self.cpu_offload and self.parallel != "fsdp":
+            raise ValueError(f"cpu_offload needs parallel 'fsdp', got parallel {self.parallel!r}")
         parse_trackers(self.log_to)
 
     def resolve(self, steps_per_epoch: float) -> Schedule:

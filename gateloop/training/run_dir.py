@@ -34,6 +34,9 @@ RESUMABLE_CHANGES = {
     "train.activation_checkpointing",  # recomputation gives the same gradients
     "resolved.eval_every",
 }
+# fields added after runs were written, with the value an older config.json means by leaving
+# them out (the behaviour before they existed)
+ADDED_FIELDS = {"train.parallel": "ddp", "train.cpu_offload": False, "resolved.sharded": False}
 # fields whose change is allowed with a warning: results move in the last digits only
 WARN_CHANGES = {"resolved.threads"}
 
@@ -78,9 +81,11 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            if f"{prefix}{key}" in RESUMABLE_CHANGES | WARN_CHANGES:
+            path = f"{prefix}{key}"
+            if path in RESUMABLE_CHANGES | WARN_CHANGES:
                 continue
-            out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            before = old.get(key, ADDED_FIELDS.get(path))
+            out += config_differences(before, new.get(key, ADDED_FIELDS.get(path)), f"{path}.")
         return out
     if isinstance(old, list | tuple) and isinstance(new, list | tuple):
         old, new = list(old), list(new)

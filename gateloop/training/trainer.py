@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from gateloop.models.base import CausalModel
-from gateloop.training.activation_checkpointing import apply_activation_checkpointing
 from gateloop.training.checkpoint import Checkpointer, save_final
 from gateloop.training.config import Schedule, TrainConfig
 from gateloop.training.distributed import (
@@ -29,11 +28,17 @@ from gateloop.training.distributed import (
     current_runtime,
     flush_denormal,
     mean_over_ranks,
-    wrap_data_parallel,
 )
 from gateloop.training.evaluation import EvalFn, Evaluator, scalars, write_eval
 from gateloop.training.metrics import MetricsLogger, TrainLog
 from gateloop.training.optim import build_optimizer, build_scheduler
+from gateloop.training.parallel import (
+    full_state_dict,
+    gradient_sync,
+    is_sharded,
+    local_value,
+    wrap_for_training,
+)
 from gateloop.training.run_dir import RunLock, start_run_dir
 from gateloop.training.step_metrics import GradNormWindow, NonFiniteLoss
 from gateloop.training.trackers import open_trackers, parse_trackers
@@ -100,6 +105,17 @@ class Trainer:
         self.run_config = run_config or {}
         self.labels = labels or {}  # what eval.json says the run is beside its numbers ({"variant": ...})
         self.runtime = runtime or current_runtime(next(model.parameters()).device)
+        # sharding (FSDP) replaces the parameters: the optimizer is built over what it leaves
+        self.forward_module = wrap_for_training(
+            model,
+            self.runtime,
+            parallel=config.parallel,
+            activation_checkpointing=config.activation_checkpointing,
+            compile=config.compile,
+            bf16=config.autocast == "bf16",
+            cpu_offload=config.cpu_offload,
+        )
+        self.sharded = is_sharded(model)
         self.optimizer, self.scheduler = _optimization(model, config, schedule)
         self.metrics = MetricsLogger(self.run_dir)
         self.log = TrainLog(
@@ -116,17 +132,15 @@ class Trainer:
         self.step = 0
         self.grad_norms = GradNormWindow(config.grad_clip)
         self.finite = NonFiniteLoss()
-        self.forward_module = _wrap_for_training(model, config, self.runtime)
 
     # ------------------------------------------------------------------ one step
     def _micro_step(self, micro: int) -> tuple[Tensor, dict[str, float | Tensor]]:
-        """Forward and backward of one micro-batch; DDP syncs gradients on the last one only.
+        """Forward and backward of one micro-batch; gradients are reduced across ranks on the
+        last one only.
         Returns the micro-batch's share of the step's loss as a detached tensor: reading it (a
         host sync on a GPU) waits for the log step."""
         cfg = self.config
-        sync = contextlib.nullcontext()
-        if self.runtime.distributed and micro < cfg.grad_accum - 1:
-            sync = self.forward_module.no_sync()  # type: ignore[operator]
+        sync = gradient_sync(self.forward_module, self.runtime, micro == cfg.grad_accum - 1)
         autocast = torch.autocast(
             self.runtime.device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"
         )
@@ -152,6 +166,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
         else:  # measured only: the metrics carry the norm of unclipped runs too
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        grad_norm = local_value(grad_norm)  # FSDP: a replicated DTensor
         self.grad_norms.add(grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -162,7 +177,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _resume_or_start(self, resume: bool) -> None:
         # the thread count changes reductions in the last digits: recorded, and a change warned of
-        resolved = {**self.run_config.get("resolved", {}), "threads": torch.get_num_threads()}
+        resolved = {
+            **self.run_config.get("resolved", {}),
+            "threads": torch.get_num_threads(),
+            "sharded": self.sharded,  # FSDP over several ranks (--train.parallel fsdp in one process: no)
+        }
         run_config = {**self.run_config, "resolved": resolved}
         resuming = start_run_dir(self.run_dir, run_config, resume=resume, is_main=self.runtime.is_main)
         if resuming:
@@ -228,27 +247,33 @@ class Trainer:
                 )
         self.log.close()
         evaluation = self._final_evaluation()
+        weights = full_state_dict(self.model) if self.sharded else None  # a collective
         if self.runtime.is_main:
-            save_final(self.run_dir, self.model)
+            save_final(self.run_dir, self.model, weights=weights)
             if self.evaluator is not None:
                 write_eval(self.run_dir, evaluation, steps=self.step, weights="final", labels=self.labels)
         barrier(self.runtime)
-        return TrainResult(self.model, self.step, dict(self.log.last), evaluation)
+        model = self.model if weights is None else _unsharded_copy(self.model, weights)
+        return TrainResult(model, self.step, dict(self.log.last), evaluation)
 
     def _evaluate_and_log(self) -> None:
-        """Rank 0 evaluates and logs the scalars (the evaluator keeps the result); the others wait."""
-        if self.runtime.is_main:
-            assert self.evaluator is not None
+        """Rank 0 evaluates and logs the scalars (the evaluator keeps the result); the others wait,
+        or, when the model is sharded (its forward is a collective), evaluate alongside."""
+        assert self.evaluator is not None
+        if self.runtime.is_main or self.sharded:
             result = self.evaluator.evaluate(self.model, self.step)
-            self.metrics.log({"step": self.step, **scalars(result)})
+            if self.runtime.is_main:
+                self.metrics.log({"step": self.step, **scalars(result)})
         barrier(self.runtime)
 
     def _final_evaluation(self) -> dict[str, Any]:
         """The evaluation at the last step: reused when the loop just made it; logged unless the
         metrics already hold it (a resumed finished run evaluates once more and logs nothing new)."""
-        if self.evaluator is None or not self.runtime.is_main:
+        if self.evaluator is None or not (self.runtime.is_main or self.sharded):
             return {}
         result = self.evaluator.evaluate(self.model, self.step)
+        if not self.runtime.is_main:
+            return {}
         keys = set(scalars(result))
         logged = any(r.get("step") == self.step and keys <= set(r) for r in self.metrics.read())
         if not logged:
@@ -277,13 +302,9 @@ def _optimization(
     return optimizer, scheduler
 
 
-def _wrap_for_training(model: CausalModel, config: TrainConfig, runtime: Runtime) -> nn.Module:
-    """What the training step calls: ``model`` with recomputation, data parallelism and
-    compilation applied from outside (checkpoints save the bare model; activation checkpointing
-    keeps its parameter names)."""
-    if config.activation_checkpointing:
-        apply_activation_checkpointing(model)
-    forward = wrap_data_parallel(model, runtime)
-    if config.compile:
-        forward = torch.compile(forward)  # type: ignore[assignment]
-    return forward
+def _unsharded_copy(model: CausalModel, weights: dict[str, Tensor]) -> CausalModel:
+    """A plain (unsharded) model of ``model``'s class and config holding ``weights``: what a
+    sharded run returns, usable by one process alone (plots, sampling)."""
+    copy = type(model)(model.config)
+    copy.load_state_dict(weights)
+    return copy.eval()

@@ -1,0 +1,152 @@
+"""FSDP2 in the trainer (``--train.parallel fsdp``): 2 gloo ranks against one process, exact
+resume of a sharded run, and the checks around it. The multi-process tests are marked slow
+(each is one or two tiny ``torchrun`` jobs on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gateloop.cli import main
+from gateloop.data.prepare import prepare
+
+SOTU = Path(__file__).parent / "data" / "sotu"
+MODEL = (
+    "--model.d-model",
+    "32",
+    "--model.n-layer",
+    "2",
+    "--model.n-head",
+    "4",
+    "--model.d-channel-mixing",
+    "64",
+)
+STEPS = (
+    "--train.max-steps",
+    "6",
+    "--train.warmup-steps",
+    "1",
+    "--train.checkpoint-every",
+    "2",
+    "--train.log-every",
+    "1",
+)
+FLAGS = [*MODEL, "--data.seq-len", "32", "--data.eval-tokens", "400", *STEPS, "--train.eval-every", "3"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+# float32 rounding: FSDP reduce-scatters gradients where one process sums them in one pass, and
+# AdamW divides by sqrt(v) + eps, which turns the last-digit differences of small gradients into
+# relative ones; measured over these 6 steps: 8.8e-8 (losses, relative) and 4.3e-6 (weights,
+# absolute, for weights up to 6.6)
+LOSS_RTOL, WEIGHT_ATOL = 1e-6, 2e-5
+
+
+@pytest.fixture(scope="module")
+def byte_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "sotu-bytes"
+    prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
+    return out
+
+
+def _torchrun(*args: str) -> None:
+    cmd = [*TORCHRUN, "-m", "gateloop", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in _rows(run) if "loss" in r]
+
+
+@pytest.mark.slow
+def test_fsdp_two_ranks_match_one_process_and_resume_exactly(tmp_path, byte_data) -> None:
+    """2 FSDP ranks of batch 2 = one process of batch 4: losses per step and final weights equal to
+    float32 rounding; the sharded checkpoints hold full tensors (one model.safetensors, read as a
+    one-process run's); a sharded run resumed from its step-4 checkpoint ends bit-identical to the
+    uninterrupted one (metrics rows and weights)."""
+    common = ["train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress"]
+    assert main([*common, "--train.batch-size", "4", "--out", str(tmp_path / "one")]) == 0
+    fsdp = [*common, "--train.batch-size", "2", "--train.parallel", "fsdp"]
+    _torchrun(*fsdp, "--out", str(tmp_path / "fsdp"))
+
+    resolved = json.loads((tmp_path / "fsdp" / "config.json").read_text())["resolved"]
+    assert resolved["sharded"] and resolved["world_size"] == 2
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "fsdp")
+    assert len(one) == len(two) == 6
+    assert two == pytest.approx(one, rel=LOSS_RTOL)
+    wa, wb = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("one", "fsdp"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert wa[name].shape == wb[name].shape, name  # full tensors, not one rank's shard
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=WEIGHT_ATOL, msg=name)
+    evaluation = json.loads((tmp_path / "fsdp" / "eval.json").read_text())
+    assert evaluation["steps"] == 6 and evaluation["val_perplexity"] > 1
+
+    # interrupted after step 4: final/ and the step-6 checkpoint gone, metrics rows past 4 kept
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "fsdp", resumed)
+    shutil.rmtree(resumed / "final")
+    shutil.rmtree(resumed / "checkpoints" / "step_00000006")
+    (resumed / "eval.json").unlink()
+    _torchrun(*fsdp, "--out", str(resumed), "--resume")
+    strip = ("tokens_per_s",)  # a time, not a result
+    assert [{k: v for k, v in r.items() if k not in strip} for r in _rows(resumed)] == [
+        {k: v for k, v in r.items() if k not in strip} for r in _rows(tmp_path / "fsdp")
+    ]
+    wc = load_file(str(resumed / "final" / "model.safetensors"))
+    assert all(torch.equal(wb[name], wc[name]) for name in wb)
+
+
+def test_resuming_under_another_parallel_layout_is_refused(tmp_path, byte_data, capsys) -> None:
+    """A DDP (or one-process) run resumed with --train.parallel fsdp: one line naming the field,
+    nothing written."""
+    run = tmp_path / "run"
+    common = ["train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress", "--out", str(run)]
+    assert main([*common, "--train.max-steps", "2", "--train.checkpoint-every", "1"]) == 0
+    shutil.rmtree(run / "final")
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main([*common, "--train.max-steps", "2", "--train.parallel", "fsdp", "--resume"]) == 1
+    assert "train.parallel: 'ddp' -> 'fsdp'" in capsys.readouterr().err
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_a_run_from_before_the_parallel_field_resumes(tmp_path, byte_data) -> None:
+    """config.json written before train.parallel existed means DDP: it resumes as it was."""
+    run = tmp_path / "run"
+    common = ["train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress", "--out", str(run)]
+    assert main([*common, "--train.max-steps", "2", "--train.checkpoint-every", "1"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    del config["train"]["parallel"], config["train"]["cpu_offload"]
+    (run / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "step_00000002")
+    assert main([*common, "--train.max-steps", "2", "--train.checkpoint-every", "1", "--resume"]) == 0
+    assert (run / "final" / "model.safetensors").is_file()
+
+
+def test_cpu_offload_without_fsdp_is_refused(tmp_path, byte_data, capsys) -> None:
+    args = ["train", "lm", "--data", str(byte_data), *FLAGS, "--train.cpu-offload", "true"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 1
+    assert "cpu_offload needs parallel 'fsdp', got parallel 'ddp'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fsdp_in_one_process_is_the_plain_model(tmp_path, byte_data) -> None:
+    """Without torchrun there is nothing to shard: --train.parallel fsdp trains the model itself,
+    equal to the default run bit for bit."""
+    common = ["train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "ddp")]) == 0
+    assert main([*common, "--train.parallel", "fsdp", "--out", str(tmp_path / "fsdp")]) == 0
+    wa, wb = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("ddp", "fsdp"))
+    assert all(torch.equal(wa[name], wb[name]) for name in wa)
+    assert json.loads((tmp_path / "fsdp" / "config.json").read_text())["resolved"]["sharded"] is False
