@@ -20,6 +20,7 @@ from gateloop.layers.transitions import (
     phase,
 )
 from gateloop.ops import gate_loop, gate_loop_step
+from gateloop.ops.context_parallel import gate_loop_context_parallel
 
 # Attribute set on every parameter that controls the state transitions, so that optimizers can
 # give them their own learning rate and no weight decay (paper Table 4).
@@ -248,6 +249,7 @@ class GateLoop(nn.Module):
         attention_mask: Tensor | None = None,
         document_ids: Tensor | None = None,
         cu_seqlens: Tensor | None = None,
+        context_parallel: Any = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x [B, L, d_model] -> y [B, L, d_model] (and the final state c(B H dk dv) when asked).
 
@@ -257,6 +259,10 @@ class GateLoop(nn.Module):
         cu_seqlens: int [N+1] offsets of N sequences packed into a batch of one (FlashAttention's
         convention); each starts from its own state (``state``: c(N H dk dv) or None) and the final
         state is one per sequence. Handed to the op, whose kernels take it natively.
+        context_parallel: a process group whose ranks hold consecutive slices of the sequence, x
+        being this rank's (``ops.context_parallel``; ``state``: before the whole sequence, the
+        returned state: after this slice). Padding works across slices; document_ids and
+        cu_seqlens do not yet.
         """
         self._check_x(x, 3)
         B, L, _ = x.shape
@@ -264,6 +270,8 @@ class GateLoop(nn.Module):
             raise ValueError(
                 "cu_seqlens marks the sequences already: pass it without document_ids/attention_mask"
             )
+        if context_parallel is not None and (cu_seqlens is not None or document_ids is not None):
+            raise ValueError("context_parallel does not take cu_seqlens or document_ids yet")
         if state is not None:
             check_tensor("state", state)
         mask = (
@@ -272,7 +280,8 @@ class GateLoop(nn.Module):
             else check_rows("attention_mask", attention_mask, (B, L), (torch.bool,))
         )
         starts = None if document_ids is None else document_starts(document_ids, (B, L))
-        if L == 1 and mask is None and cu_seqlens is None:  # one token: a start at 0 changes nothing
+        one_token = L == 1 and mask is None and cu_seqlens is None and context_parallel is None
+        if one_token:  # one token: a start at 0 changes nothing
             y, new_state = self.step(x[:, 0], state)
             return (y[:, None], new_state) if return_state else y[:, None]
         H = self.n_head
@@ -281,17 +290,17 @@ class GateLoop(nn.Module):
         v = self.v_proj(x).view(B, L, H, self.head_v)  # (B, L, H, dv)
         log_mag, arg = self._log_transition_parts(x)  # 2 x (B, L, H, d), arg None when real
         log_mag, arg, k = apply_masks(log_mag, arg, k, mask, starts)
-        y, final = gate_loop(
-            q,
-            k,
-            v,
-            log_a=self._pack(log_mag, arg),
-            mode=self.mode,
-            initial_state=state,
-            output_final_state=return_state,
-            chunk_size=self.chunk_size if self.mode == "chunk" else None,
-            cu_seqlens=cu_seqlens,
-        )
+        log_a = self._pack(log_mag, arg)
+        if context_parallel is not None:
+            y, final = gate_loop_context_parallel(
+                q, k, v, log_a=log_a, group=context_parallel, mode=self.mode, initial_state=state,
+                output_final_state=return_state, chunk_size=self.chunk_size if self.mode == "chunk" else None,
+            )  # fmt: skip
+        else:
+            y, final = gate_loop(
+                q, k, v, log_a=log_a, mode=self.mode, initial_state=state, output_final_state=return_state,
+                chunk_size=self.chunk_size if self.mode == "chunk" else None, cu_seqlens=cu_seqlens,
+            )  # fmt: skip
         out = self._output(y.reshape(B, L, self.d_v), x)
         return (out, final) if return_state else out  # type: ignore[return-value]
 
