@@ -355,3 +355,31 @@ def test_beam_search_with_sampling_options_is_refused() -> None:
     ):
         model.generate(prompt, max_new_tokens=2, num_beams=3, top_p=0.9)
     assert model.generate(prompt, max_new_tokens=2, num_beams=3, do_sample=True, top_p=0.9).shape == (1, 6)
+
+
+def test_conversion_writes_a_generation_config_and_a_tokenizer_that_needs_no_code(tmp_path) -> None:
+    """generation_config.json carries the end-of-text ids, as a model's save_pretrained writes it;
+    the tokenizer is a plain fast tokenizer: it loads in a process that never imports gateloop,
+    declining remote code (stdin closed: a prompt would fail), with our ids."""
+    import subprocess
+    import sys
+
+    from transformers import GenerationConfig
+
+    from gateloop.data.tokenizers import ByteTokenizer
+
+    ours = ByteTokenizer()
+    native = GateLoopLM(GateLoopConfig.tiny(vocab_size=ours.vocab_size, d_model=8, n_head=2)).eval()
+    hf_dir = native_to_hf(_fake_run(tmp_path, native, ours), tmp_path / "hf")
+    generation = GenerationConfig.from_pretrained(hf_dir)
+    assert (generation.eos_token_id, generation.pad_token_id) == (ours.eot_id, ours.eot_id)
+    script = (
+        "import sys; from transformers import AutoTokenizer\n"
+        f"t = AutoTokenizer.from_pretrained({str(hf_dir)!r}, trust_remote_code=False)\n"
+        "print(t('hi there')['input_ids']); assert 'gateloop' not in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(ours.encode("hi there"))

@@ -100,6 +100,7 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
             renamed = {PREFIX + name: t for name, t in weights.items()}
             save_weights(renamed, scratch / WEIGHTS_NAME, {"format": "pt"})
             hf_config.save_pretrained(str(scratch))
+            _generation_config(hf_config).save_pretrained(str(scratch))  # as a model's save_pretrained
             write_auto_map(scratch, model_type)
             if tokenizer and spec is not None and dataset_dir is not None:
                 from gateloop.hf.tokenizer import save_hf_tokenizer
@@ -305,3 +306,11 @@ def _run_tokenizer(run_dir: Path | None) -> tuple[dict[str, Any] | None, Path | 
 def _architecture(model_type: str) -> str:
     """The HF causal-LM class name of our ``model_type`` (what ``architectures`` records)."""
     return HF_MODELS[model_type].__name__
+
+
+def _generation_config(hf_config: Any) -> Any:
+    """``generation_config.json``'s contents: the config's end-of-text ids (what ``generate``
+    stops on and pads with), as transformers derives them when it saves a model."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig.from_model_config(hf_config)
