@@ -24,6 +24,8 @@ def value_parser(hint: Any):
     optional = is_union and type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
     origin = typing.get_origin(base)
+    if origin is typing.Literal:  # a choice: the text itself, checked (and named) by validate()
+        base = type(typing.get_args(base)[0])
 
     def parse(text: str) -> Any:
         if optional and text.lower() == "none":
@@ -106,8 +108,17 @@ def _add_leaf_flags(
             # absent unless given: "none" is a value (``--train.grad-clip none`` turns clipping off)
             default=argparse.SUPPRESS,
             metavar=f.name.upper(),
-            help=_preset_values(presets, path),
+            help=_choices(hints[f.name]) + _preset_values(presets, path),
         )
+
+
+def _choices(hint: Any) -> str:
+    """``"one of a, b, c; "`` for a Literal field (also inside Optional), else ``""``."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        if typing.get_origin(option) is typing.Literal:
+            return f"one of {', '.join(map(str, typing.get_args(option)))}; "
+    return ""
 
 
 def _preset_values(presets: Mapping[str, Any], path: str) -> str:
