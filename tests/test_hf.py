@@ -383,3 +383,30 @@ def test_conversion_writes_a_generation_config_and_a_tokenizer_that_needs_no_cod
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(ours.encode("hi there"))
+
+
+def test_remote_code_without_our_package_names_the_distribution(tmp_path) -> None:
+    """gateloop_auto.py where gateloop is not installed: an ImportError naming gateloop-torch (not
+    transformers' hint to pip install PyPI's unrelated "gateloop", which its import check would
+    give: the import sits in try/except, which that check skips)."""
+    import sys
+
+    from transformers.dynamic_module_utils import get_imports
+
+    from gateloop.hf.convert import AUTO_SOURCE
+
+    path = tmp_path / "gateloop_auto.py"
+    path.write_text(AUTO_SOURCE)
+    assert get_imports(str(path)) == []
+    blocked = {name: None for name in ("gateloop", "gateloop.hf")}  # None in sys.modules: not importable
+    saved = {name: sys.modules.get(name) for name in blocked}
+    sys.modules.update(blocked)
+    try:
+        with pytest.raises(ImportError, match=r'pip install "gateloop-torch\[hf\]"'):
+            exec(compile(AUTO_SOURCE, str(path), "exec"), {})
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module

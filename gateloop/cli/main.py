@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 
+from gateloop import __version__
 from gateloop.cli import convert, data, evaluate, experiment, sample, train
 from gateloop.cli.common import common_flags
 
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="GateLoop (Katsch 2023): train, evaluate and reproduce the paper's experiments.",
     )
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument(
+        "--version", action="version", version=f"gateloop {__version__} (distribution gateloop-torch)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     on_device, cpu_only = common_flags(device=True), common_flags(device=False)
     for module in (train, evaluate, sample):

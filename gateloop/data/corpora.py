@@ -97,7 +97,7 @@ def read_wikitext103(path: str | Path) -> Corpus:
             import pyarrow.parquet as pq
         except ImportError as exc:
             raise ImportError(
-                "reading WikiText-103 parquet files needs pyarrow: pip install 'gateloop[parquet]'"
+                "reading WikiText-103 parquet files needs pyarrow: pip install 'gateloop-torch[parquet]'"
             ) from exc
         splits, sources = {}, {}
         for split, files in parquet.items():

@@ -208,14 +208,23 @@ AUTO_NAMES = sorted(
     }
 )
 AUTO_SOURCE = (
-    '''"""Hugging Face "remote code" of a GateLoop model: the classes of the installed
-gateloop package (pip install "gateloop[hf]"), so that tools which cannot `import gateloop.hf`
-first (the lm_eval command) load this directory with trust_remote_code=True."""
+    '''"""Hugging Face "remote code" of a GateLoop model: the classes of the installed gateloop
+package (the gateloop-torch distribution: pip install "gateloop-torch[hf]"), so that tools which
+cannot `import gateloop.hf` first (the lm_eval command) load this directory with
+trust_remote_code=True. The import sits in try/except, which transformers' import check skips,
+so a missing package is this message and not a hint to install PyPI's unrelated "gateloop"."""
 
-from gateloop.hf import (  # noqa: F401
+try:
+    from gateloop.hf import (  # noqa: F401
 '''
-    + "".join(f"    {name},\n" for name in AUTO_NAMES)
-    + ")\n"
+    + "".join(f"        {name},\n" for name in AUTO_NAMES)
+    + """    )
+except ImportError as error:
+    raise ImportError(
+        "this model needs the gateloop-torch package with its Hugging Face extra: "
+        'pip install "gateloop-torch[hf]" (not "gateloop", an unrelated project)'
+    ) from error
+"""
 )
 
 # what a conversion or ``save_pretrained`` writes beside the weights; in an ``out`` converted into
