@@ -6,6 +6,7 @@ so ``from_pretrained``, ``generate`` (greedy, sampling, top-k/top-p, beam search
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +20,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from gateloop.file_errors import read_json_object
 from gateloop.hf.cache import GateLoopCache
 from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFConfig
+from gateloop.hf.initialization import initialize_missing
 from gateloop.hf.packing import LOSS_KEYWORDS, check_no_unused, packing_masks
+from gateloop.hf.padding import new_token_mask, pads_repeat_last_real
 from gateloop.models.registry import build_model
 from gateloop.training.activation_checkpointing import (
     apply_activation_checkpointing,
@@ -43,6 +46,12 @@ class _Adapter(PreTrainedModel):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.model = build_model(config.to_native())
+        if torch.get_default_device().type != "meta":
+            # built on a real device, our constructors initialised every weight: transformers'
+            # init pass (post_init) must not draw them again. On the meta device (from_pretrained)
+            # nothing is marked, and the weights a checkpoint lacks reach _init_weights.
+            for module in self.model.modules():
+                module._is_hf_initialized = True
         self.post_init()
 
     @classmethod
@@ -75,7 +84,8 @@ class _Adapter(PreTrainedModel):
             remove_activation_checkpointing(self.model)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Nothing: our layers initialise themselves when built, and loading overwrites every weight."""
+        """The weights a checkpoint lacks get our own initialisation (``initialize_missing``)."""
+        initialize_missing(self.model, module)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -86,6 +96,16 @@ class _Adapter(PreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed = value
+
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> nn.Embedding:
+        """``PreTrainedModel.resize_token_embeddings`` (embedding, and the head when untied), then
+        our model's own config gets the new vocabulary size, so the new ids are accepted."""
+        embeddings = super().resize_token_embeddings(*args, **kwargs)
+        native = self.model.config
+        size = embeddings.num_embeddings
+        output = None if native.output_vocab_size is None else size
+        self.model.config = dataclasses.replace(native, vocab_size=size, output_vocab_size=output)
+        return embeddings
 
     def _run(
         self,
@@ -117,7 +137,7 @@ class _Adapter(PreTrainedModel):
             use_cache = bool(self.config.use_cache) and not self.training and not packing
         if output_hidden_states is None:
             output_hidden_states = bool(self.config.output_hidden_states)
-        masks = {**_new_token_mask(attention_mask, shape), **packing}
+        masks = {**new_token_mask(attention_mask, shape), **packing}
         state = None if cache is None or not cache.states else cache.states
         every: list[Tensor] | None = [] if output_hidden_states else None
         hidden, states = self.model.hidden_states(
@@ -129,7 +149,7 @@ class _Adapter(PreTrainedModel):
             **masks,
         )
         if "attention_mask" in masks:
-            hidden = _pads_repeat_last_real(hidden, masks["attention_mask"])
+            hidden = pads_repeat_last_real(hidden, masks["attention_mask"])
         if use_cache:
             cache = cache if cache is not None else GateLoopCache()
             cache.update(states, shape[1])
@@ -141,6 +161,9 @@ class _CausalLMAdapter(_Adapter, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear | None:
         return self.model.head  # None when tied: the forward reuses embed.weight
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.model.head = value
 
     def prepare_inputs_for_generation(
         self, input_ids: Tensor, *, is_first_iteration: bool | None = False, **kwargs: Any
@@ -215,31 +238,6 @@ class _BaseModelAdapter(_Adapter):
         return output if return_dict is not False else output.to_tuple()
 
 
-def _new_token_mask(attention_mask: Tensor | None, shape: torch.Size) -> dict[str, Tensor]:
-    """{"attention_mask": bool [B, L]} for the L new positions (HF passes the mask over the whole
-    sequence so far); {} without a mask."""
-    if attention_mask is None:
-        return {}
-    if attention_mask.ndim != 2 or attention_mask.shape[0] != shape[0] or attention_mask.shape[1] < shape[1]:
-        raise ValueError(
-            f"attention_mask must have shape [B, L] or [B, cached + L] with B, L = {tuple(shape)}, got "
-            f"{tuple(attention_mask.shape)}"
-        )
-    return {"attention_mask": attention_mask[:, -shape[1] :].bool()}
-
-
-def _pads_repeat_last_real(hidden: Tensor, valid: Tensor) -> Tensor:
-    """hidden [B, L, d] with each padding position after a real token given that row's last real
-    token's hidden state: padding is the identity on the state, so its output is the output so
-    far. With right padding, generate reads the last position's logits: this makes them the last
-    real token's, and each row continues from its own text (as our native ``generate`` does).
-    Padding before any real token (left padding) is left as computed."""
-    positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)  # (B, L)
-    last_real = torch.where(valid, positions, -1).cummax(dim=1).values  # (B, L): -1 before any
-    source = torch.where(last_real >= 0, last_real, positions)  # (B, L)
-    return hidden.gather(1, source[..., None].expand_as(hidden))  # (B, L, d)
-
-
 def _keep(hidden: Tensor, logits_to_keep: int | Tensor) -> Tensor:
     """The positions whose logits are wanted: all (0), the last n (int n), or the given indices."""
     if isinstance(logits_to_keep, Tensor):
@@ -263,7 +261,7 @@ def _check_beam_options(kwargs: dict[str, Any], default: Any) -> None:
         )
 
 
-class GateLoopForCausalLM(_CausalLMAdapter):
+class GateLoopForCausalLM(_CausalLMAdapter, GenerationMixin):
     """Hugging Face causal LM over ``gateloop.models.GateLoopLM`` (``model_type = "gateloop"``).
 
     Example:
@@ -279,7 +277,7 @@ class GateLoopForCausalLM(_CausalLMAdapter):
     config_class = GateLoopHFConfig
 
 
-class GateLoopTransformerForCausalLM(_CausalLMAdapter):
+class GateLoopTransformerForCausalLM(_CausalLMAdapter, GenerationMixin):
     """Hugging Face causal LM over the baseline ``gateloop.models.TransformerLM``."""
 
     config_class = GateLoopTransformerHFConfig
