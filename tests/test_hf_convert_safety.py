@@ -68,7 +68,8 @@ def test_to_hf_over_an_older_sharded_save_leaves_only_the_new_weights(tmp_path) 
     out = _sharded(tmp_path / "hf")
     native = _native(tmp_path / "native")
     native_to_hf(tmp_path / "native", out)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "gateloop_auto.py", "model.safetensors"]
+    files = ["config.json", "gateloop_auto.py", "generation_config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == files
     back = hf_to_native(out, tmp_path / "back")
     _assert_same_tensors(load_file(str(back / "model.safetensors")), native.state_dict())
     ids = torch.randint(0, 97, (2, 7))
