@@ -77,8 +77,8 @@ def test_to_hf_over_an_older_sharded_save_leaves_only_the_new_weights(tmp_path) 
 
 
 def test_to_hf_replaces_the_old_model_files_and_keeps_the_users(tmp_path) -> None:
-    """A README.md / .git beside an earlier model stay; the old model's tokenizer and generation
-    config do not (the new model has neither)."""
+    """A README.md / .git beside an earlier model stay; the old model's tokenizer does not (the new
+    model has none), and the generation config is the new model's."""
     out = _sharded(tmp_path / "hf")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (out / name).write_text("{}")
@@ -92,6 +92,7 @@ def test_to_hf_replaces_the_old_model_files_and_keeps_the_users(tmp_path) -> Non
         "README.md",
         "config.json",
         "gateloop_auto.py",
+        "generation_config.json",
         "model.safetensors",
     ]
     assert (out / "README.md").read_text() == "# my model\n" and (out / ".git" / "HEAD").is_file()
