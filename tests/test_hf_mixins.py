@@ -86,3 +86,33 @@ def test_generation_mixin_is_a_direct_base_and_generation_continues_from_a_cache
     first = model.generate(ids, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     continued = model.generate(first.sequences, cache=first.cache, max_new_tokens=3, do_sample=False)
     assert torch.equal(continued, model.generate(ids, max_new_tokens=6, do_sample=False))
+
+
+def test_torch_export_takes_and_returns_the_cache() -> None:
+    """GateLoopCache is a pytree container: one decoding step exports with the cache as input and
+    output, and the exported step equals the eager one (was: export refused the cache type)."""
+    from gateloop.hf.cache import GateLoopCache
+
+    model = _model()
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids: torch.Tensor, cache: GateLoopCache) -> tuple[torch.Tensor, GateLoopCache]:
+            out = self.model(ids, cache=cache, use_cache=True)
+            return out.logits, out.cache
+
+    prompt = model(torch.randint(0, 97, (2, 5)), use_cache=True).cache
+
+    def copy() -> GateLoopCache:
+        return GateLoopCache(list(prompt.states), prompt.num_tokens)
+
+    token = torch.randint(0, 97, (2, 1))
+    exported = torch.export.export(Step(), (token, copy()))
+    logits, cache = exported.module()(token, copy())
+    eager = model(token, cache=copy(), use_cache=True)
+    torch.testing.assert_close(logits, eager.logits, rtol=0, atol=1e-6)
+    assert isinstance(cache, GateLoopCache) and cache.num_tokens == 6
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(cache.states, eager.cache.states, strict=True))

@@ -4,7 +4,10 @@ few methods ``generate`` calls on a cache (beam reordering, batch expansion, the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 from gateloop.models.generation import DecodingCache
@@ -47,3 +50,26 @@ class GateLoopCache(DecodingCache):
         """Repeat every row ``repeats`` times in place (row i -> rows i*repeats ... (i+1)*repeats - 1)."""
         rows = torch.arange(self.batch_size).repeat_interleave(repeats)
         self.reorder_cache(rows)
+
+
+def _flatten(cache: GateLoopCache) -> tuple[list[Any], int]:
+    return [cache.states], cache.num_tokens
+
+
+def _unflatten(children: Any, num_tokens: int) -> GateLoopCache:
+    return GateLoopCache(list(children[0]), num_tokens)
+
+
+def _flatten_with_keys(cache: GateLoopCache) -> tuple[list[tuple[Any, Any]], int]:
+    return [(pytree.GetAttrKey("states"), cache.states)], cache.num_tokens
+
+
+# a pytree container (its states are the leaves, nested lists and KV dicts included): torch.export
+# and torch.compile can then take and return the cache, as they do transformers' own caches
+pytree.register_pytree_node(
+    GateLoopCache,
+    _flatten,
+    _unflatten,
+    serialized_type_name="gateloop.hf.cache.GateLoopCache",
+    flatten_with_keys_fn=_flatten_with_keys,
+)
