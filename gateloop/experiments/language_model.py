@@ -38,6 +38,7 @@ from gateloop.training import (
     read_run_config,
     trained_model_dir,
 )
+from gateloop.training.distributed import sequence_slice, with_context_parallel
 
 MODELS = tuple(TASK_NAMES["lm"])  # --model choices; TASK_NAMES["lm"] names their variants
 HEAD_DIM = 64  # the Transformer's head size: 3 heads at d_model 192
@@ -196,13 +197,16 @@ def build_run(
 
 def make_batch_fn(run: LMRun, tokens: np.ndarray, runtime: Runtime):
     """Batches as a pure function of (seed, step, micro): every process draws the same global batch
-    of ``batch_size * world_size`` windows and keeps its own rows."""
-    b, world = run.train.batch_size, runtime.world_size
+    of ``batch_size * dp_size`` windows and keeps its own rows (under context parallelism, its
+    slice of their positions: inputs s..e-1 and their targets, tokens s..e)."""
+    b, parts = run.train.batch_size, runtime.dp_size
+    positions = sequence_slice(run.data.seq_len, runtime)
 
     def next_batch(step: int, micro: int) -> Tensor:
         g = torch.Generator().manual_seed(((run.train.seed * 1_000_003 + step) * 101 + micro) % 2**63)
-        rows = window_batch(tokens, seq_len=run.data.seq_len, rows=b * world, generator=g)
-        return rows[runtime.rank * b : (runtime.rank + 1) * b].to(runtime.device)
+        rows = window_batch(tokens, seq_len=run.data.seq_len, rows=b * parts, generator=g)
+        mine = rows[runtime.dp_rank * b : (runtime.dp_rank + 1) * b, positions.start : positions.stop + 1]
+        return mine.to(runtime.device)
 
     return next_batch
 
@@ -232,10 +236,13 @@ def train(
     dataset already opened by the caller (the task table's shared data), so its shards are
     checked once."""
     run.validate()
-    runtime = runtime or current_runtime()
+    runtime = with_context_parallel(runtime or current_runtime(), run.train.context_parallel)
+    if runtime.cp_size > 1 and run.data.reset_at_documents:
+        raise ValueError("--train.context-parallel does not take --data.reset-at-documents yet")
+    sequence_slice(run.data.seq_len, runtime)  # refused before anything is written
     if dataset is None:
         dataset = TokenDataset(run.data.path)
-    model_config, schedule = run.resolve(dataset, runtime.world_size)
+    model_config, schedule = run.resolve(dataset, runtime.dp_size)
     eot_id = dataset.eot_id
     torch.manual_seed(run.train.seed)
     model = build_model(model_config).to(runtime.device)
@@ -260,6 +267,7 @@ def train(
             "resolved": {
                 **schedule.to_dict(),
                 "world_size": runtime.world_size,
+                **({"context_parallel": runtime.cp_size} if runtime.cp_size > 1 else {}),
                 "vocab_size": dataset.vocab_size,
                 "tokenizer": dataset.meta["tokenizer"],
                 "splits": {s: v["tokens"] for s, v in dataset.meta["splits"].items()},

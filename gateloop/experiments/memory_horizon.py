@@ -28,6 +28,7 @@ from gateloop.experiments.variants import TASK_NAMES, task_name, variant_model
 from gateloop.models import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.registry import build_model, model_class
 from gateloop.training import Runtime, Schedule, TrainConfig, Trainer, TrainResult, current_runtime
+from gateloop.training.distributed import sequence_slice, with_context_parallel
 
 VARIANTS = TASK_NAMES["memory-horizon"]  # --variant choice -> its name in experiments.variants
 HEAD_DIM = 16  # head size of multi-head variants and the Transformer: 4 heads at d_model 64
@@ -183,9 +184,10 @@ class Batch(NamedTuple):
 def batch_fn(run: MemoryHorizonRun, x: Tensor, y: Tensor, runtime: Runtime):
     """Batches as a pure function of the step: epoch e uses permutation randperm(seed, e); a step's
     rows are split into micro-batches, and each micro-batch among the processes."""
-    rows_per_step = run.rows_per_step(runtime.world_size)
-    steps_per_epoch = run.steps_per_epoch(runtime.world_size)
-    parts = run.train.grad_accum * runtime.world_size
+    rows_per_step = run.rows_per_step(runtime.dp_size)
+    steps_per_epoch = run.steps_per_epoch(runtime.dp_size)
+    parts = run.train.grad_accum * runtime.dp_size
+    positions = sequence_slice(run.data.seq_len, runtime)  # context parallelism: this rank's
     cache: dict[int, Tensor] = {}
 
     def next_batch(step: int, micro: int) -> Batch:
@@ -195,9 +197,10 @@ def batch_fn(run: MemoryHorizonRun, x: Tensor, y: Tensor, runtime: Runtime):
             g = torch.Generator().manual_seed(run.train.seed * 100_003 + epoch)
             cache[epoch] = torch.randperm(len(x), generator=g)
         rows = cache[epoch][index * rows_per_step : (index + 1) * rows_per_step]
-        mine = rows.tensor_split(parts)[micro * runtime.world_size + runtime.rank]
+        mine = rows.tensor_split(parts)[micro * runtime.dp_size + runtime.dp_rank]
         weight = len(mine) * parts / len(rows)
-        return Batch(x[mine].to(runtime.device), y[mine].to(runtime.device), weight)
+        inputs, targets = x[mine][:, positions], y[mine][:, positions]
+        return Batch(inputs.to(runtime.device), targets.to(runtime.device), weight)
 
     return next_batch
 
@@ -254,9 +257,10 @@ def train(
     """Train one variant into ``run_dir``; writes ``eval.json`` there; returns the trained model
     and its final evaluation (with accuracy by span)."""
     run.validate()
-    runtime = runtime or current_runtime()
+    runtime = with_context_parallel(runtime or current_runtime(), run.train.context_parallel)
+    sequence_slice(run.data.seq_len, runtime)  # refused before anything is written
     data = data or load_data(run.data)
-    model_config, schedule = run.resolve(runtime.world_size)
+    model_config, schedule = run.resolve(runtime.dp_size)
     torch.manual_seed(run.train.seed)
     model = build_model(model_config).to(runtime.device)
     x_test, y_test = data["x_test"], data["y_test"]
@@ -271,7 +275,11 @@ def train(
         tokens_per_batch=run.train.batch_size * run.data.seq_len,
         run_config={
             **run.to_saved_dict(),
-            "resolved": {**schedule.to_dict(), "world_size": runtime.world_size},
+            "resolved": {
+                **schedule.to_dict(),
+                "world_size": runtime.world_size,
+                **({"context_parallel": runtime.cp_size} if runtime.cp_size > 1 else {}),
+            },
         },
         runtime=runtime,
         progress=progress,

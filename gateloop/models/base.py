@@ -159,6 +159,7 @@ class CausalModel(nn.Module):
         attention_mask: Tensor | None = None,
         document_ids: Tensor | None = None,
         cu_seqlens: Tensor | None = None,
+        context_parallel: Any = None,
     ) -> Tensor | tuple[Tensor, list[Any]]:
         """input_ids [B, L] -> logits [B, L, head vocab] (and the new per-layer state when asked).
 
@@ -166,11 +167,15 @@ class CausalModel(nn.Module):
         attention_mask: bool [B, L], False on padding. document_ids: int [B, L] for packed rows.
         cu_seqlens: int [N+1] offsets of N sequences packed into a batch of one (B = 1); GateLoop
         states are then one per sequence.
+        context_parallel: a process group whose ranks hold consecutive slices of each sequence,
+        ``input_ids`` being this rank's (every GateLoop layer passes its state on exactly:
+        ``gateloop.ops.context_parallel``).
         """
         given = (
             ("attention_mask", attention_mask),
             ("document_ids", document_ids),
             ("cu_seqlens", cu_seqlens),
+            ("context_parallel", context_parallel),
         )
         masks = {k: v for k, v in given if v is not None}
         hidden, new_state = self.hidden_states(input_ids, state=state, return_state=return_state, **masks)

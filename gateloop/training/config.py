@@ -52,13 +52,16 @@ class TrainConfig:
     # parameters, gradients and optimizer state sharded per block; full-state checkpoints)
     parallel: str = "ddp"
     cpu_offload: bool = False  # FSDP: keep the shards and the optimizer step on the CPU
+    # ranks that split each sequence between them (exact state passing, ops/context_parallel.py);
+    # data parallelism runs over the groups they form
+    context_parallel: int = 1
     log_to: str = ""  # trackers beside metrics.jsonl/.csv, comma-separated: "tensorboard", "wandb"
 
     def validate(self) -> None:
         check_field_types(self)
         if self.max_steps is None and self.epochs is None:
             raise ValueError("set max_steps or epochs (the run's length)")
-        for name in ("batch_size", "grad_accum", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "grad_accum", "log_every", "checkpoint_every", "context_parallel"):
             check_positive_int(name, getattr(self, name))
         for name in ("max_steps", "eval_every"):
             if getattr(self, name) is not None:

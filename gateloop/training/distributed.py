@@ -9,9 +9,11 @@ the CPU). Models are written for one device; data parallelism is applied from ou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,12 +23,31 @@ from gateloop._validation import check_positive_int
 
 @dataclass(frozen=True)
 class Runtime:
-    """This process's place in a run."""
+    """This process's place in a run. With context parallelism (``cp_size`` > 1) the ranks form
+    groups of ``cp_size`` consecutive ranks that share their batch rows and split each sequence
+    (``sequence_slice``); data parallelism runs over the groups (``dp_rank`` of ``dp_size``)."""
 
     device: torch.device
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    cp_size: int = 1
+    cp_group: Any = None  # this rank's context-parallel process group (None: no context parallelism)
+
+    @property
+    def dp_rank(self) -> int:
+        """Which rows of a global batch this rank draws (its context-parallel group's index)."""
+        return self.rank // self.cp_size
+
+    @property
+    def dp_size(self) -> int:
+        """How many row-disjoint parts a global batch is split into."""
+        return self.world_size // self.cp_size
+
+    @property
+    def cp_rank(self) -> int:
+        """Which slice of each sequence this rank holds."""
+        return self.rank % self.cp_size
 
     @property
     def is_main(self) -> bool:
@@ -118,6 +139,36 @@ def wrap_data_parallel(model: nn.Module, runtime: Runtime) -> nn.Module:
         return model
     device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def with_context_parallel(runtime: Runtime, size: int) -> Runtime:
+    """``runtime`` with context-parallel groups of ``size`` consecutive ranks (every rank must call
+    it: it creates the process groups, one per group, kept apart from the one DDP/FSDP reduce
+    over so that their collectives never interleave). ``size`` 1: ``runtime`` itself."""
+    check_positive_int("context_parallel", size)
+    if size == 1:
+        return runtime
+    if runtime.world_size % size:
+        raise ValueError(
+            f"--train.context-parallel {size} must divide the number of processes, got "
+            f"{runtime.world_size} (launch with torchrun --nproc_per_node a multiple of {size})"
+        )
+    groups = [
+        torch.distributed.new_group(list(range(first, first + size)))
+        for first in range(0, runtime.world_size, size)
+    ]
+    return dataclasses.replace(runtime, cp_size=size, cp_group=groups[runtime.rank // size])
+
+
+def sequence_slice(length: int, runtime: Runtime) -> slice:
+    """The positions of a length-``length`` sequence this rank holds under context parallelism
+    (all of them without); equal slices, so that every rank's mean loss weighs alike."""
+    if length % runtime.cp_size:
+        raise ValueError(
+            f"the sequence length {length} is not divisible by --train.context-parallel {runtime.cp_size}"
+        )
+    per = length // runtime.cp_size
+    return slice(runtime.cp_rank * per, (runtime.cp_rank + 1) * per)
 
 
 def barrier(runtime: Runtime) -> None:

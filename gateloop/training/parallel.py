@@ -39,16 +39,48 @@ def wrap_for_training(
 ) -> nn.Module:
     """What the training step calls. DDP: ``model`` wrapped (and compiled whole); FSDP: ``model``
     itself, sharded in place (blocks compiled one by one). A single process runs ``model``
-    unwrapped either way. Checkpoints save the bare model (recomputation keeps its names)."""
+    unwrapped either way; under context parallelism (``runtime.cp_size`` > 1) the result is
+    wrapped in ``ContextParallel``. Checkpoints save the bare model (recomputation keeps its
+    names)."""
+    if runtime.cp_size > 1:
+        check_context_parallel(model)
     if activation_checkpointing:
         apply_activation_checkpointing(model)
     if parallel == "fsdp" and runtime.distributed:
         shard(model, runtime, compile_blocks=compile, bf16=bf16, cpu_offload=cpu_offload)
-        return model
-    forward = wrap_data_parallel(model, runtime)
-    if compile:
-        forward = torch.compile(forward)  # type: ignore[assignment]
-    return forward
+        forward: nn.Module = model
+    else:
+        forward = wrap_data_parallel(model, runtime)
+        if compile:
+            forward = torch.compile(forward)  # type: ignore[assignment]
+    return ContextParallel(forward, runtime.cp_group) if runtime.cp_size > 1 else forward
+
+
+class ContextParallel(nn.Module):
+    """The training forward under context parallelism: ``module`` called with
+    ``context_parallel=group``, which every GateLoop layer hands to the context-parallel op (the
+    rest of a model is position-wise). Holds no parameters of its own; checkpoints save the bare
+    model."""
+
+    def __init__(self, module: nn.Module, group: Any) -> None:
+        super().__init__()
+        self.module = module
+        self.group = group
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, context_parallel=self.group, **kwargs)
+
+
+def check_context_parallel(model: nn.Module) -> None:
+    """ValueError unless every time-mixing layer of ``model`` can split a sequence (GateLoop's
+    state passes exactly; softmax attention would need ring attention, which is not here)."""
+    from gateloop.layers import CausalSelfAttention
+
+    if any(isinstance(m, CausalSelfAttention) for m in model.modules()):
+        raise ValueError(
+            "--train.context-parallel needs GateLoop layers: the Transformer's softmax attention "
+            "cannot split a sequence by state passing"
+        )
 
 
 def shard(model: nn.Module, runtime: Runtime, *, compile_blocks: bool, bf16: bool, cpu_offload: bool) -> None:
@@ -97,6 +129,8 @@ def gradient_sync(module: nn.Module, runtime: Runtime, sync: bool) -> Iterator[N
     if sync or not runtime.distributed:
         yield
         return
+    if isinstance(module, ContextParallel):
+        module = module.module
     if isinstance(module, nn.parallel.DistributedDataParallel):
         with module.no_sync():
             yield

@@ -36,7 +36,12 @@ RESUMABLE_CHANGES = {
 }
 # fields added after runs were written, with the value an older config.json means by leaving
 # them out (the behaviour before they existed)
-ADDED_FIELDS = {"train.parallel": "ddp", "train.cpu_offload": False, "resolved.sharded": False}
+ADDED_FIELDS = {
+    "train.parallel": "ddp",
+    "train.cpu_offload": False,
+    "train.context_parallel": 1,
+    "resolved.sharded": False,
+}
 # fields whose change is allowed with a warning: results move in the last digits only
 WARN_CHANGES = {"resolved.threads"}
 

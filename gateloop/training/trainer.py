@@ -105,6 +105,12 @@ class Trainer:
         self.run_config = run_config or {}
         self.labels = labels or {}  # what eval.json says the run is beside its numbers ({"variant": ...})
         self.runtime = runtime or current_runtime(next(model.parameters()).device)
+        if self.runtime.cp_size != config.context_parallel:
+            raise ValueError(
+                f"train.context_parallel is {config.context_parallel} but the runtime splits sequences "
+                f"over {self.runtime.cp_size} ranks: build the batches and the Trainer from "
+                "distributed.with_context_parallel(runtime, config.context_parallel)"
+            )
         # sharding (FSDP) replaces the parameters: the optimizer is built over what it leaves
         self.forward_module = wrap_for_training(
             model,
@@ -122,7 +128,8 @@ class Trainer:
             self.metrics,
             every=config.log_every,
             runtime=self.runtime,
-            tokens_per_step=(tokens_per_batch or 0) * config.grad_accum * self.runtime.world_size,
+            # tokens_per_batch: one rank's rows, whole sequences (context parallelism splits them)
+            tokens_per_step=(tokens_per_batch or 0) * config.grad_accum * self.runtime.dp_size,
             progress=progress,
         )
         self.evaluator = Evaluator(evaluate, schedule.eval_every) if evaluate is not None else None
