@@ -105,6 +105,16 @@ def test_compare_runs_table_and_plot(tmp_path, capsys) -> None:
     assert (out / "accuracy_by_span.png").stat().st_size > 0
     evaluated = json.loads((other / "eval.json").read_text())
     assert set(evaluated["horizons"]) == {"h90", "h50"}
+    # what results/ keeps of a run (config.json, eval.json, metrics.csv) gives the same row
+    kept = tmp_path / "kept" / "base"
+    kept.mkdir(parents=True)
+    for name in ("config.json", "eval.json", "metrics.csv"):
+        (kept / name).write_bytes((base / name).read_bytes())
+    again = json.loads((out / "runs.json").read_text())[0]
+    assert main(["eval", "memory-horizon", "--run", str(kept), "--compare", str(tmp_path / "again")]) == 0
+    from_csv = json.loads((tmp_path / "again" / "runs.json").read_text())[0]
+    for key in ("median_grad_norm", "max_grad_norm", "clipped_fraction", "h50", "test_accuracy"):
+        assert from_csv[key] == pytest.approx(again[key], rel=1e-6), key
 
 
 def test_config_change_names_nested_fields() -> None:

@@ -39,7 +39,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="OUT",
-        help="write report_table.md, runs.json and accuracy_by_span.png of the runs into OUT",
+        help="write report_table.md, runs.json and accuracy_by_span.png of the runs into OUT (a run "
+        "without weights, as results/ keeps one, is compared by the eval.json it records)",
     )
     mh_eval.set_defaults(handler=eval_memory_horizon)
     lm_eval = evaluate.add_parser(
@@ -85,6 +86,12 @@ def _harness_parser(evaluate: Any, common: argparse.ArgumentParser) -> None:
     harness.set_defaults(handler=eval_harness)
 
 
+def _recorded_only(run_dir: Path) -> bool:
+    """A run kept as results/ keeps it (config.json, eval.json, metrics.csv; no weights)."""
+    has_weights = (run_dir / "final").is_dir() or (run_dir / "checkpoints").is_dir()
+    return not has_weights and (run_dir / "eval.json").is_file()
+
+
 def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.experiments.memory_horizon import evaluate_run
     from gateloop.experiments.span_report import write_comparison
@@ -93,6 +100,9 @@ def eval_memory_horizon(args: argparse.Namespace, runtime: Runtime | None) -> in
         if (run_dir / "config.json").is_file():  # else evaluate_run says what is missing
             check_writable(run_dir / "eval.json", flag="--run")
     for run_dir in args.run:
+        if args.compare is not None and _recorded_only(run_dir):
+            print(f"{run_dir} holds no weights: comparing the evaluation its eval.json records")
+            continue
         result, model_dir = evaluate_run(run_dir, device=runtime.device if runtime else None)
         print(json.dumps({k: v for k, v in result.items() if k != "accuracy_by_span"}, indent=2))
         print(f"evaluated {model_dir}; wrote {(run_dir / 'eval.json').resolve()}")

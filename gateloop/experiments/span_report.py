@@ -10,6 +10,7 @@ that an optimisation sweep reads off one table. Writes ``report_table.md``, ``ru
 
 from __future__ import annotations
 
+import csv
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -63,7 +64,7 @@ def run_summary(run_dir: Path, baseline_config: Mapping[str, Any]) -> dict[str, 
     """One row of the comparison from a run directory with ``config.json`` and ``eval.json``."""
     config = json.loads((run_dir / "config.json").read_text())
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    rows = [r for r in MetricsLogger(run_dir).read() if "grad_norm" in r]
+    rows = [r for r in metric_rows(run_dir) if "grad_norm" in r]
     clipped = [r["clipped_fraction"] for r in rows if "clipped_fraction" in r]
     # a grid's run directories are VARIANT/seedN: name them by both
     name = f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name.startswith("seed") else run_dir.name
@@ -79,6 +80,17 @@ def run_summary(run_dir: Path, baseline_config: Mapping[str, Any]) -> dict[str, 
         "clipped_fraction": sum(clipped) / len(clipped) if clipped else None,
         "accuracy_by_span": evaluation["accuracy_by_span"],
     }
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's metrics rows: ``metrics.jsonl``, or ``metrics.csv`` alone (what results/ keeps of a
+    run) with its numbers read back and its empty cells left out."""
+    rows = MetricsLogger(run_dir).read()
+    csv_path = run_dir / "metrics.csv"
+    if rows or not csv_path.is_file():
+        return rows
+    with csv_path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 def _cell(value: Any, digits: int = 3) -> str:
