@@ -9,21 +9,12 @@ import pytest
 import torch
 
 from gateloop.cli import main
-from gateloop.data.prepare import prepare
 from gateloop.experiments import language_model as lm
 
-SOTU = Path(__file__).parent / "data" / "sotu"
 MH_TOY = [
     *("--data.seq-len", "16", "--data.num-train", "16", "--data.num-test", "4"),
     *("--train.epochs", "1", "--train.batch-size", "8", "--no-progress"),
 ]
-
-
-@pytest.fixture(scope="module")
-def byte_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "bytes"
-    prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
-    return out
 
 
 def _fails(capsys, argv: list[str], message: str, code: int = 1) -> None:

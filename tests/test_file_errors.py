@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from gateloop.cli import main
-from gateloop.data.prepare import prepare
 from gateloop.data.tokens import TokenDataset
 from gateloop.file_errors import DiskFullError, read_json_object, writing
 from tests.filesystems import fill, read_only, small_filesystem
@@ -34,13 +33,6 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], *messages: str) 
     for message in messages:
         assert message in err, err
     return err
-
-
-@pytest.fixture(scope="module")
-def byte_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "bytes"
-    prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from gateloop.cli import main
-from gateloop.data.prepare import prepare
 
-SOTU = Path(__file__).parent / "data" / "sotu"
 MODEL = (
     "--model.d-model",
     "32",
@@ -45,13 +43,6 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 # relative ones; measured over these 6 steps: 8.8e-8 (losses, relative) and 4.3e-6 (weights,
 # absolute, for weights up to 6.6)
 LOSS_RTOL, WEIGHT_ATOL = 1e-6, 2e-5
-
-
-@pytest.fixture(scope="module")
-def byte_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "sotu-bytes"
-    prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
-    return out
 
 
 def _torchrun(*args: str) -> None:

@@ -55,13 +55,6 @@ def toy(data: Path, model: str = "gateloop", **overrides) -> lm.LMRun:
     return lm.preset("cpu", model, {**TOY, "data.path": str(data), **overrides})
 
 
-@pytest.fixture(scope="module")
-def byte_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "sotu-bytes"
-    prepare("text", out, path=SOTU, tokenizer_name="bytes", workers=1, progress=False)
-    return out
-
-
 @pytest.mark.parametrize("model", lm.MODELS)
 def test_train_each_model(tmp_path, byte_data, model: str) -> None:
     result = lm.train(toy(byte_data, model), tmp_path / model, progress=False)
