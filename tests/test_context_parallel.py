@@ -78,9 +78,11 @@ LOSS_RTOL, WEIGHT_ATOL = 1e-6, 5e-5
 
 
 @pytest.mark.slow
-def test_training_with_context_parallel_equals_one_process(tmp_path, byte_data) -> None:
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_training_with_context_parallel_equals_one_process(tmp_path, byte_data, parallel: str) -> None:
     """2 ranks that split every sequence of the same 4 rows (--train.context-parallel 2) train as
-    one process: losses per step and final weights equal to float32 rounding."""
+    one process, under DDP and with the parameters sharded over the same two ranks (FSDP):
+    losses per step and final weights equal to float32 rounding."""
     import json
 
     from safetensors.torch import load_file
@@ -90,7 +92,8 @@ def test_training_with_context_parallel_equals_one_process(tmp_path, byte_data) 
     common = ["train", "lm", "--data", str(byte_data), *LM_FLAGS]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
-    cp = [*cmd, "gateloop", *common, "--train.context-parallel", "2", "--out", str(tmp_path / "cp")]
+    cp = [*cmd, "gateloop", *common, "--train.context-parallel", "2", "--train.parallel", parallel]
+    cp += ["--out", str(tmp_path / "cp")]
     done = subprocess.run(cp, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -104,6 +107,7 @@ def test_training_with_context_parallel_equals_one_process(tmp_path, byte_data) 
         torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=WEIGHT_ATOL, msg=name)
     resolved = json.loads((tmp_path / "cp" / "config.json").read_text())["resolved"]
     assert resolved["context_parallel"] == 2 and resolved["world_size"] == 2
+    assert resolved["sharded"] == (parallel == "fsdp")
 
 
 def test_context_parallel_without_enough_processes_is_refused(tmp_path, byte_data, capsys) -> None:
