@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from gateloop.ops.context_parallel import gate_loop_context_parallel
+from tests.training_helpers import TOY_LM_MODEL
 
 WORKER = Path(__file__).parent / "cp_worker.py"
 
@@ -49,16 +50,7 @@ def test_modes_without_a_state_are_refused(mode: str) -> None:
 
 # ---------------------------------------------------------------------------- in the trainer
 LM_FLAGS = [
-    *(
-        "--model.d-model",
-        "32",
-        "--model.n-layer",
-        "2",
-        "--model.n-head",
-        "4",
-        "--model.d-channel-mixing",
-        "64",
-    ),
+    *TOY_LM_MODEL,
     *("--data.seq-len", "32", "--data.eval-tokens", "400", "--train.batch-size", "4", "--no-progress"),
     *(
         "--train.max-steps",

@@ -15,17 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from gateloop.cli import main
+from tests.training_helpers import TOY_LM_MODEL
 
-MODEL = (
-    "--model.d-model",
-    "32",
-    "--model.n-layer",
-    "2",
-    "--model.n-head",
-    "4",
-    "--model.d-channel-mixing",
-    "64",
-)
 STEPS = (
     "--train.max-steps",
     "6",
@@ -36,7 +27,16 @@ STEPS = (
     "--train.log-every",
     "1",
 )
-FLAGS = [*MODEL, "--data.seq-len", "32", "--data.eval-tokens", "400", *STEPS, "--train.eval-every", "3"]
+FLAGS = [
+    *TOY_LM_MODEL,
+    "--data.seq-len",
+    "32",
+    "--data.eval-tokens",
+    "400",
+    *STEPS,
+    "--train.eval-every",
+    "3",
+]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 # float32 rounding: FSDP reduce-scatters gradients where one process sums them in one pass, and
 # AdamW divides by sqrt(v) + eps, which turns the last-digit differences of small gradients into

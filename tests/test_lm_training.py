@@ -20,6 +20,7 @@ from gateloop.experiments import language_model as lm
 from gateloop.experiments.language_model_report import unigram_perplexity
 from gateloop.models import GateLoopConfig, GateLoopLM
 from gateloop.training import Runtime
+from tests.training_helpers import TOY_LM_MODEL
 
 SOTU = Path(__file__).parent / "data" / "sotu"
 TOY = {
@@ -36,16 +37,7 @@ TOY = {
     "train.checkpoint_every": 3,
 }
 TOY_FLAGS = [
-    *(
-        "--model.d-model",
-        "32",
-        "--model.n-layer",
-        "2",
-        "--model.n-head",
-        "4",
-        "--model.d-channel-mixing",
-        "64",
-    ),
+    *TOY_LM_MODEL,
     *("--data.seq-len", "32", "--data.eval-tokens", "400"),
     *("--train.max-steps", "4", "--train.eval-every", "100", "--train.warmup-steps", "1", "--no-progress"),
 ]

@@ -13,6 +13,18 @@ from gateloop.experiments.memory_horizon import batch_fn, load_data, loss_fn, pr
 from gateloop.models import GateLoopLM
 from gateloop.training import Trainer, TrainResult, current_runtime
 
+# the toy language model of the LM tests: 2 layers of width 32, 4 heads, FFN 64
+TOY_LM_MODEL = (
+    "--model.d-model",
+    "32",
+    "--model.n-layer",
+    "2",
+    "--model.n-head",
+    "4",
+    "--model.d-channel-mixing",
+    "64",
+)
+
 TINY = {
     "data.seq_len": 24,
     "data.num_train": 40,
