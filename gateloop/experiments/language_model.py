@@ -239,7 +239,6 @@ def train(
     runtime = with_context_parallel(runtime or current_runtime(), run.train.context_parallel)
     if runtime.cp_size > 1 and run.data.reset_at_documents:
         raise ValueError("--train.context-parallel does not take --data.reset-at-documents yet")
-    sequence_slice(run.data.seq_len, runtime)  # refused before anything is written
     if dataset is None:
         dataset = TokenDataset(run.data.path)
     model_config, schedule = run.resolve(dataset, runtime.dp_size)

@@ -258,7 +258,6 @@ def train(
     and its final evaluation (with accuracy by span)."""
     run.validate()
     runtime = with_context_parallel(runtime or current_runtime(), run.train.context_parallel)
-    sequence_slice(run.data.seq_len, runtime)  # refused before anything is written
     data = data or load_data(run.data)
     model_config, schedule = run.resolve(runtime.dp_size)
     torch.manual_seed(run.train.seed)

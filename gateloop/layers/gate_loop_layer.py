@@ -291,15 +291,16 @@ class GateLoop(nn.Module):
         log_mag, arg = self._log_transition_parts(x)  # 2 x (B, L, H, d), arg None when real
         log_mag, arg, k = apply_masks(log_mag, arg, k, mask, starts)
         log_a = self._pack(log_mag, arg)
+        chunk_size = self.chunk_size if self.mode == "chunk" else None
         if context_parallel is not None:
             y, final = gate_loop_context_parallel(
                 q, k, v, log_a=log_a, group=context_parallel, mode=self.mode, initial_state=state,
-                output_final_state=return_state, chunk_size=self.chunk_size if self.mode == "chunk" else None,
+                output_final_state=return_state, chunk_size=chunk_size,
             )  # fmt: skip
         else:
             y, final = gate_loop(
                 q, k, v, log_a=log_a, mode=self.mode, initial_state=state, output_final_state=return_state,
-                chunk_size=self.chunk_size if self.mode == "chunk" else None, cu_seqlens=cu_seqlens,
+                chunk_size=chunk_size, cu_seqlens=cu_seqlens,
             )  # fmt: skip
         out = self._output(y.reshape(B, L, self.d_v), x)
         return (out, final) if return_state else out  # type: ignore[return-value]

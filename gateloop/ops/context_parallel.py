@@ -125,9 +125,9 @@ def gate_loop_context_parallel(
         q, k, v, log_a=log_a, mode=mode, scale=scale, output_final_state=True, chunk_size=chunk_size
     )
     assert f is not None
-    # why float64: the cumulative phase of a long slice loses float32 precision (as in the chunk form)
-    wide = torch.complex128 if log_a.is_complex() or f.is_complex() else torch.float64
-    decay = torch.exp(torch.cumsum(log_a.to(wide), dim=1))  # (B, L_r, H, d): D_t
+    # why complex128: the cumulative phase of a long slice loses float32 precision (as in the
+    # chunk form); the state f is complex whatever log_a is
+    decay = torch.exp(torch.cumsum(log_a.to(torch.complex128), dim=1))  # (B, L_r, H, d): D_t
     whole = decay[:, -1]  # (B, H, d): A_r
     fs, As, gathered = _exchange(f, whole.to(f.dtype), group)  # (P, B, H, dk, dv), (P, B, H, d)
     rank = dist.get_rank(group)
@@ -135,8 +135,7 @@ def gate_loop_context_parallel(
     for j in range(rank):  # the state entering this rank's slice
         h = As[j][..., None] * h + fs[j]  # (B, H, dk, dv)
     qd = q.to(f.dtype) * decay.to(f.dtype)  # (B, L_r, H, dk): q_t ⊙ D_t
-    readout = torch.einsum("blhk,bhkv->blhv", qd, h)  # (B, L_r, H, dv)
-    readout = readout.real if readout.is_complex() else readout
+    readout = torch.einsum("blhk,bhkv->blhv", qd, h).real  # (B, L_r, H, dv)
     y = _Tie.apply(y + (1.0 if scale is None else scale) * readout.to(y.dtype), gathered)
     final = As[rank][..., None] * h + fs[rank] if output_final_state else None
     return y, final
