@@ -24,22 +24,25 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="tier C runs t
 pytest.importorskip("triton")
 pytest.importorskip("fla")
 
-# (dk, per_head, dtype, mode, packed): doubled per-key keys at dk = 64 and 128 (K = 128, 256),
-# per-head, SISO (HGRN over 2H channels), the recurrent kernels, bfloat16, varlen
+# (dk, per_head, dtype, mode, packed, backend): doubled per-key keys at dk = 64 and 128 (K = 128,
+# 256), per-head, SISO on our scan and on fla's HGRN over 2H channels, the recurrent kernels,
+# bfloat16, varlen
 CALLS = [
-    (64, False, torch.float32, "chunk", False),
-    (128, False, torch.float32, "chunk", False),
-    (64, True, torch.float32, "chunk", False),
-    (1, False, torch.float32, "chunk", False),
-    (1, False, torch.float32, "recurrent", False),
-    (16, False, torch.float32, "recurrent", False),
-    (64, False, torch.bfloat16, "chunk", False),
-    (16, False, torch.float32, "chunk", True),
+    (64, False, torch.float32, "chunk", False, "triton"),
+    (128, False, torch.float32, "chunk", False, "triton"),
+    (64, True, torch.float32, "chunk", False, "triton"),
+    (1, False, torch.float32, "chunk", False, "triton"),
+    (1, False, torch.bfloat16, "chunk", True, "triton"),
+    (1, False, torch.float32, "chunk", False, "fla"),
+    (1, False, torch.float32, "recurrent", False, "fla"),
+    (16, False, torch.float32, "recurrent", False, "triton"),
+    (64, False, torch.bfloat16, "chunk", False, "triton"),
+    (16, False, torch.float32, "chunk", True, "triton"),
 ]
 
 
-def _launch(dk: int, per_head: bool, dtype: torch.dtype, mode: str, packed: bool) -> None:
-    """One forward and backward with initial and final states through backend='triton'."""
+def _launch(dk: int, per_head: bool, dtype: torch.dtype, mode: str, packed: bool, backend: str) -> None:
+    """One forward and backward with initial and final states through ``backend``."""
     g = torch.Generator().manual_seed(dk)
     L, H, d = 40, 2, 1 if per_head else dk
     q, k, v = (torch.randn(1, L, H, dk, generator=g, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -50,7 +53,7 @@ def _launch(dk: int, per_head: bool, dtype: torch.dtype, mode: str, packed: bool
     cu_seqlens = torch.tensor([0, 17, L], dtype=torch.int32) if packed else None
     y, h = gate_loop(
         q, k, v, log_a=log_a, mode=mode, initial_state=h0, output_final_state=True, cu_seqlens=cu_seqlens,
-        backend="triton",
+        backend=backend,  # type: ignore[arg-type]
     )  # fmt: skip
     (y.float().sum() + h.abs().sum()).backward()
 
@@ -75,6 +78,7 @@ def test_every_launch_compiles_for_sm80_and_sm90_within_shared_memory(tmp_path: 
     assert out.returncode == 0, out.stderr[-3000:]
     results = [json.loads(line) for line in out.stdout.splitlines()]
     kernels = {r["kernel"] for r in results}
-    assert len(kernels) >= 15, f"expected the chunk, recurrent and HGRN kernels, compiled {sorted(kernels)}"
+    assert len(kernels) >= 17, f"expected the chunk, recurrent and HGRN kernels, compiled {sorted(kernels)}"
+    assert {"siso_scan_fwd_kernel", "siso_scan_bwd_kernel"} <= kernels, sorted(kernels)
     failed = [r for r in results if "error" in r or r["shared"] > r["limit"]]
     assert not failed, "\n".join(json.dumps(r) for r in failed)

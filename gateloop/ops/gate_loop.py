@@ -23,7 +23,7 @@ from gateloop.ops.varlen import check_cu_seqlens, check_varlen_state, run_torch_
 
 Mode = Literal["chunk", "recurrent", "scan", "attention", "softmax"]
 MODES: tuple[str, ...] = typing.get_args(Mode)
-Backend = Literal["auto", "triton", "torch"]
+Backend = Literal["auto", "triton", "fla", "torch"]
 
 
 def gate_loop(
@@ -64,8 +64,9 @@ def gate_loop(
         chunk_size: chunk length for ``mode="chunk"`` (default 32; 64 for the pure-PyTorch SISO
             form; measured in benchmarks/chunk_size.py); one longer than L is taken as L.
         backend: "auto" (Triton kernels for CUDA tensors in modes chunk/recurrent when the ``cuda``
-            extra is installed, the PyTorch paths otherwise), "triton" (fla-core's kernels; CPU
-            tensors only under TRITON_INTERPRET=1) or "torch".
+            extra is installed, the PyTorch paths otherwise), "triton" (our exact complex scan for
+            dk = dv = 1, fla-core's kernels for wider heads), "fla" (fla-core's kernels for every
+            head size, to A/B them; CPU tensors under TRITON_INTERPRET=1 only, for both) or "torch".
         cu_seqlens: int32/int64 [N+1] offsets of N sequences packed into a B = 1 batch (FlashAttention
             convention); each sequence starts from zeros or its ``initial_state`` [N, H, dk, dv],
             and the final state is [N, H, dk, dv].
@@ -117,7 +118,11 @@ def gate_loop(
         chunk_size = min(chunk_size, max(1, inputs.q.shape[1]))
     if use_triton(backend, mode, inputs, chunk_size):
         y, final = gate_loop_triton(
-            inputs, mode=mode, output_final_state=output_final_state, cu_seqlens=cu_seqlens
+            inputs,
+            mode=mode,
+            output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens,
+            reduce_to_fla=backend == "fla",
         )
         return y.to(inputs.out_dtype), final
     run = partial(_run_torch, mode=mode, output_final_state=output_final_state, chunk_size=chunk_size)

@@ -14,6 +14,9 @@ internals and are written for triton 3.7.1 (the version torch 2.13's CUDA wheels
 4. Its element-wise float arithmetic and comparisons do the same to bfloat16 (stored as uint16),
    and it has no bfloat16 scalar constant (``get_bf16``, used by fla's backward): both computed
    in float32 and rounded to bfloat16.
+5. Its ``tl.associative_scan`` with a user combine function calls the function once per
+   *element* (a [64, 32] tile: 2 048 Python calls); it is called once per step along the scanned
+   axis on whole slices instead: the same operations in the same order, ~30x faster.
 """
 
 from __future__ import annotations
@@ -135,6 +138,34 @@ def _patch_bf16_elementwise() -> None:
     builder.get_bf16 = lambda self, value: self.cast_impl(self.get_fp32(value), tl.bfloat16)
 
 
+def _patch_vectorized_scan() -> None:
+    import numpy as np
+    import triton.language as tl
+    import triton.runtime.interpreter as interpreter
+
+    def generic_scan(self: Any, input: Any) -> list[Any]:
+        datas = [arg.handle.data for arg in input]
+        outputs = [np.empty_like(d) for d in datas]
+        acc: tuple[Any, ...] | None = None
+        for i in range(datas[0].shape[self.axis]):
+            current = tuple(
+                self.to_tensor(np.take(d, i, axis=self.axis), arg.dtype)
+                for d, arg in zip(datas, input, strict=True)
+            )
+            if acc is None:
+                acc = current
+            else:
+                combined = self.combine_fn.fn(*acc, *current)
+                acc = combined if isinstance(combined, tuple) else (combined,)
+            for out, value in zip(outputs, acc, strict=True):
+                where = [slice(None)] * out.ndim
+                where[self.axis] = i
+                out[tuple(where)] = value.handle.data if isinstance(value, tl.core.tensor) else value
+        return [self.to_tensor(out, arg.dtype) for out, arg in zip(outputs, input, strict=True)]
+
+    interpreter.ScanOps.generic_scan = generic_scan
+
+
 def apply_interpreter_patches() -> None:
     """Install the patches (idempotent). Call before importing any fla kernel module."""
     global _applied
@@ -152,4 +183,5 @@ def apply_interpreter_patches() -> None:
     _patch_loop_variables()
     _patch_bf16_dot()
     _patch_bf16_elementwise()
+    _patch_vectorized_scan()
     _applied = True

@@ -30,39 +30,49 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def check_runnable(device: torch.device) -> None:
+def check_runnable(device: torch.device, backend: str = "triton") -> None:
     """Raise a clear error unless the Triton backend can run on ``device`` in this process."""
     if not extra_installed():
-        raise ImportError(f"backend='triton' needs the GPU extra, which is not installed: {INSTALL_HINT}")
+        raise ImportError(f"backend={backend!r} needs the GPU extra, which is not installed: {INSTALL_HINT}")
     if device.type == "cuda":
         if _loaded_interpreted:
             raise RuntimeError(
-                "backend='triton' got CUDA tensors, but the Triton kernels were loaded under "
+                f"backend={backend!r} got CUDA tensors, but the Triton kernels were loaded under "
                 "TRITON_INTERPRET=1 (CPU interpreter) in this process; run GPU work without it"
             )
         return
     if device.type != "cpu":
         raise ValueError(
-            f"backend='triton' runs on CUDA tensors (or CPU under the interpreter), got {device}"
+            f"backend={backend!r} runs on CUDA tensors (or CPU under the interpreter), got {device}"
         )
     if not interpreting() or _loaded_interpreted is False:
         raise ValueError(
-            "backend='triton' got CPU tensors: Triton kernels need CUDA tensors, or the Triton "
+            f"backend={backend!r} got CPU tensors: Triton kernels need CUDA tensors, or the Triton "
             "interpreter, enabled by setting the environment variable TRITON_INTERPRET=1 before the "
             "first Triton call of the process (slow; for testing). Or use backend='torch'/'auto'."
         )
 
 
-def kernels() -> SimpleNamespace:
-    """fla's kernels, imported on first use (interpreter patches first when interpreting)."""
-    global _kernels, _loaded_interpreted
-    if _kernels is not None:
-        return _kernels
+def prepare_interpreter() -> None:
+    """Before any kernel module is imported: the interpreter patches when interpreting, and
+    which of the two this process loads its kernels for (``check_runnable`` holds later calls to it)."""
+    global _loaded_interpreted
+    if _loaded_interpreted is not None:
+        return
     interpreted = interpreting()
     if interpreted:
         from gateloop.ops.triton._interpreter import apply_interpreter_patches
 
         apply_interpreter_patches()
+    _loaded_interpreted = interpreted
+
+
+def kernels() -> SimpleNamespace:
+    """fla's kernels, imported on first use (interpreter patches first when interpreting)."""
+    global _kernels
+    if _kernels is not None:
+        return _kernels
+    prepare_interpreter()
     with warnings.catch_warnings():
         # fla warns once that it found no GPU ("roll back to CPU"): expected under the interpreter
         warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
@@ -76,5 +86,4 @@ def kernels() -> SimpleNamespace:
         chunk_hgrn=chunk_hgrn,
         fused_recurrent_hgrn=fused_recurrent_hgrn,
     )
-    _loaded_interpreted = interpreted
     return _kernels
