@@ -15,6 +15,7 @@ those bytes over the HBM bandwidth of an H100 (3.35 TB/s) and an H200 (4.8 TB/s)
 that path can be faster. Paths:
 
   triton   gate_loop(backend="triton"): our SISO scan for dk = 1, fla's kernels for dk > 1
+  triton-split  the same with our scan split over chunks (what a GPU takes for small B·H)
   fla      gate_loop(backend="fla"): GateLoop reduced to fla's kernels (doubled keys, HGRN)
   torch    gate_loop(backend="torch") as it runs on CUDA (the pure-PyTorch chunk form)
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,7 +51,7 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "M1": {"count": {"B": 1, "L": 256, "H": 1, "dk": 64, "dv": 64}, "full": {"B": 4, "L": 2048, "H": 8}},
 }
-PATHS = ("triton", "fla", "torch")
+PATHS = ("triton", "triton-split", "fla", "torch")
 _NO_TRAFFIC = {
     "empty",
     "empty_like",
@@ -139,19 +141,26 @@ def _call(path: str, shape: dict[str, int], states: bool, backward: bool) -> Cal
     return once
 
 
-def count(path: str, case: dict[str, Any], backward: bool) -> dict[str, float]:
+def count(path: str, case: dict[str, Any], backward: bool) -> dict[str, Any]:
     """Bytes per element of [B, L, H] (PyTorch ops, kernels) for one call of ``path``."""
+    from gateloop.ops.triton import siso_scan
+
     shape = case["count"]
+    scan = sys.modules[siso_scan.__module__]
+    policy = scan.split_over_chunks
     if path == "torch":
         os.environ["GATELOOP_NO_EXTENSION"] = "1"  # the CUDA torch path: no compiled CPU kernel
+    if path == "triton-split":
+        scan.split_over_chunks = lambda programs, device: True
     try:
-        once = _call(path, shape, case.get("states", False), backward)
+        once = _call(path.removesuffix("-split"), shape, case.get("states", False), backward)
         once()  # warm: kernels imported and compiled outside the count
         counter = ByteCounter()
         with counter, counter.kernels():
             once()
     finally:
         os.environ.pop("GATELOOP_NO_EXTENSION", None)
+        scan.split_over_chunks = policy
     elements = shape["B"] * shape["L"] * shape["H"]
     ops = {
         name: round(moved / elements, 1) for name, moved in sorted(counter.by_op.items(), key=lambda x: -x[1])

@@ -223,3 +223,57 @@ def test_fla_loses_the_phase_gradient_where_ours_does_not() -> None:
     ours = rel_rms(ref["grad_trans"], run_triton(p)["grad_trans"])
     fla = rel_rms(ref["grad_trans"], run_triton(p, backend="fla")["grad_trans"])
     assert ours < 1e-5 and fla > 100 * ours, (ours, fla)
+
+
+# --- split over chunks (what small B·H takes on a GPU) --------------------------------------------
+
+
+@pytest.fixture
+def split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call takes the chunk-parallel split (summaries, a carry pass, outputs), as a GPU does
+    when B·H/32 programs would leave multiprocessors idle."""
+    ours = importlib.import_module("gateloop.ops.triton.siso_scan")
+    monkeypatch.setattr(ours, "split_over_chunks", lambda programs, device: True)
+
+
+@pytest.mark.usefixtures("split")
+@pytest.mark.parametrize("L", [1, 17, 64, 257])
+def test_split_lengths(L: int) -> None:
+    p = siso(L=L, H=33, seed=20 + L)
+    compare(run_reference(p), run_triton(p), TOL_F32)
+
+
+@pytest.mark.usefixtures("split")
+@pytest.mark.parametrize("use_log", [True, False], ids=["log_a", "a"])
+def test_split_input_kinds(use_log: bool) -> None:
+    p = siso(L=100, use_log=use_log, complex_qk=True, seed=21)
+    compare(run_reference(p), run_triton(p), TOL_F32)
+
+
+@pytest.mark.usefixtures("split")
+def test_split_saturated_gates() -> None:
+    p = siso(B=1, L=1024, H=1, regime="near_one", seed=22)
+    compare(run_reference(p), run_triton(p), TOL_F32)
+    p = _vanishing(siso(B=1, L=257, seed=23))
+    compare(run_reference(p), run_triton(p), TOL_F32)
+    p = siso(L=130, regime="near_zero", seed=24)
+    compare(run_reference(p), run_triton(p), TOL_F32)
+
+
+@pytest.mark.usefixtures("split")
+@pytest.mark.parametrize("offsets", [[0, 5, 70, 130], [0, 1, 2, 66, 67, 200]], ids=["ragged", "length-one"])
+def test_split_cu_seqlens(offsets: list[int]) -> None:
+    """Spare chunk slots (the grid is a bound: no host sync) write nothing."""
+    p = varlen_problem(offsets, H=3, d=1, seed=25)
+    cu = torch.tensor(offsets, dtype=torch.int32, device=DEVICE)
+    compare(varlen_reference(p, offsets), run_triton(p, cu_seqlens=cu), TOL_F32)
+
+
+@pytest.mark.usefixtures("split")
+def test_split_without_states_or_gradients() -> None:
+    p = siso(L=130, with_h0=False, seed=26)
+    ref = run_reference(p, with_final=False)
+    leaves = {n: t.detach().to(DEVICE) for n, t in _leaves(p, torch.float32).items()}
+    with torch.no_grad():
+        y, _ = gate_loop(leaves["q"], leaves["k"], leaves["v"], log_a=leaves["trans"], backend="triton")
+    assert_close("y", ref["y"], y.cpu(), TOL_F32)

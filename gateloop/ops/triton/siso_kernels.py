@@ -89,66 +89,106 @@ def _bounds(cu_seqlens, chunk_offsets, i_n, T, BT: tl.constexpr, IS_VARLEN: tl.c
 
 
 @triton.jit
-def siso_scan_fwd_kernel(  # type: ignore[no-untyped-def]
-    q,
-    k,
-    v,
-    la,
-    h0,
-    y,
-    ht,
-    cs,
-    cu_seqlens,
-    chunk_offsets,
-    scale,
-    T,
-    H,
-    LOG: tl.constexpr,
-    A_COMPLEX: tl.constexpr,
-    Q_COMPLEX: tl.constexpr,
-    K_COMPLEX: tl.constexpr,
-    HAS_H0: tl.constexpr,
-    STORE_CS: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-    BT: tl.constexpr,
-    BH: tl.constexpr,
-):
-    """y [T, H] float32, ht [N, H, 2] the final states, cs [chunks, H, 2] the state entering
-    every chunk (when STORE_CS); grid (cdiv(H, BH), N)."""
-    i_h = tl.program_id(0)
-    i_n = tl.program_id(1)
-    bos, eos, c0 = _bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
-    o_h = i_h * BH + tl.arange(0, BH)  # (BH,) channels
-    m_h = o_h < H
-    state = (i_n * H + o_h) * 2  # (BH,) offsets of (re, im) in [N, H, 2]
-    if HAS_H0:
-        hr = tl.load(h0 + state, mask=m_h, other=0.0).to(tl.float32)
-        hi = tl.load(h0 + state + 1, mask=m_h, other=0.0).to(tl.float32)
+def _chunk_of(cu_seqlens, chunk_offsets, chunk_seq, j, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Chunk slot j's sequence, first row and one past the sequence's last row. Varlen grids have
+    a few more slots than chunks (no host sync to count them): those get an empty range."""
+    if IS_VARLEN:
+        seq = tl.load(chunk_seq + j).to(tl.int64)  # -1 on a spare slot
+        safe = tl.maximum(seq, 0)
+        bos = tl.load(cu_seqlens + safe).to(tl.int64)
+        c0 = tl.load(chunk_offsets + safe).to(tl.int64)
+        t0 = bos + (j - c0) * BT
+        eos = tl.where(seq >= 0, tl.load(cu_seqlens + safe + 1).to(tl.int64), t0)
     else:
-        hr = tl.zeros([BH], dtype=tl.float32)
-        hi = tl.zeros([BH], dtype=tl.float32)
-    for i_t in range(0, tl.cdiv(eos - bos, BT)):
-        if STORE_CS:
-            chunk = ((c0 + i_t) * H + o_h) * 2  # (BH,)
-            tl.store(cs + chunk, hr, mask=m_h)
-            tl.store(cs + chunk + 1, hi, mask=m_h)
-        o_t = bos + i_t * BT + tl.arange(0, BT)  # (BT,) rows
-        mask = (o_t < eos)[:, None] & m_h[None, :]  # (BT, BH)
-        off = o_t[:, None] * H + o_h[None, :]  # (BT, BH)
-        ar, ai = _load_transition(la, off, mask, LOG, A_COMPLEX)
-        kr, ki = _load_pair(k, off, mask, K_COMPLEX)
-        vv = tl.load(v + off, mask=mask, other=0.0).to(tl.float32)
-        # (A_t, B_t): h_t = A_t h_carry + B_t, A_t = Π a within the chunk (products, never quotients);
-        # masked rows are (1, 0), so the last row is the state after the chunk's last real step
-        pr, pi, br, bi = tl.associative_scan((ar, ai, kr * vv, ki * vv), 0, _combine)
-        sr = pr * hr[None, :] - pi * hi[None, :] + br  # (BT, BH) Re h_t
-        si = pr * hi[None, :] + pi * hr[None, :] + bi  # (BT, BH) Im h_t
-        qr, qi = _load_pair(q, off, mask, Q_COMPLEX)
-        tl.store(y + off, scale * (qr * sr - qi * si), mask=mask)
-        hr = _row(sr, BT - 1, BT)
-        hi = _row(si, BT - 1, BT)
-    tl.store(ht + state, hr, mask=m_h)
-    tl.store(ht + state + 1, hi, mask=m_h)
+        n_chunks = tl.cdiv(T, BT)
+        seq = j.to(tl.int64) // n_chunks
+        t0 = seq * T + (j % n_chunks) * BT
+        eos = (seq + 1) * T
+    return t0, eos
+
+
+@triton.jit
+def _tile(t0, eos, o_h, m_h, H, BT: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Rows t0 .. t0 + BT of the channels o_h: element offsets, the in-range mask, the row indices."""
+    o_t = t0 + tl.arange(0, BT)  # (BT,)
+    mask = (o_t < eos)[:, None] & m_h[None, :]  # (BT, BH)
+    off = o_t[:, None] * H + o_h[None, :]  # (BT, BH)
+    return off, mask, o_t
+
+
+@triton.jit
+def _scan_tile(k, v, la, off, mask, LOG: tl.constexpr, A_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr):  # type: ignore[no-untyped-def]
+    """(A_t, B_t) over a tile: h_t = A_t h_in + B_t, A_t = Π a within the tile (products, never
+    quotients); masked rows are (1, 0), so the last row is the tile's whole map."""
+    ar, ai = _load_transition(la, off, mask, LOG, A_COMPLEX)
+    kr, ki = _load_pair(k, off, mask, K_COMPLEX)
+    vv = tl.load(v + off, mask=mask, other=0.0).to(tl.float32)
+    return tl.associative_scan((ar, ai, kr * vv, ki * vv), 0, _combine)
+
+
+@triton.jit
+def _output_tile(  # type: ignore[no-untyped-def]
+    q, k, v, la, y, off, mask, hr, hi, scale,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr,
+    BT: tl.constexpr,
+):  # fmt: skip
+    """y over a tile from the state (hr, hi) entering it; returns the state after it."""
+    pr, pi, br, bi = _scan_tile(k, v, la, off, mask, LOG, A_COMPLEX, K_COMPLEX)
+    sr = pr * hr[None, :] - pi * hi[None, :] + br  # (BT, BH) Re h_t
+    si = pr * hi[None, :] + pi * hr[None, :] + bi  # (BT, BH) Im h_t
+    qr, qi = _load_pair(q, off, mask, Q_COMPLEX)
+    tl.store(y + off, scale * (qr * sr - qi * si), mask=mask)
+    return _row(sr, BT - 1, BT), _row(si, BT - 1, BT)
+
+
+@triton.jit
+def _adjoint_tile(  # type: ignore[no-untyped-def]
+    q, la, dy, off, mask, o_t, eos, m_h, H, scale,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr,
+):  # fmt: skip
+    """The reverse scan of (conj(a_{n+1}), c_n), c_n = scale dy_n conj(q_n): g_n = A_n g_in + B_n
+    with g_in the adjoint of the next tile's first row. a beyond the sequence's end is 1 (the last
+    row gets c + g_end); rows past the end are the identity. Returns A, B and scale·dy."""
+    nxt = (o_t + 1 < eos)[:, None] & m_h[None, :]
+    anr, ani = _load_transition(la, off + H, nxt, LOG, A_COMPLEX)  # a_{n+1}
+    qr, qi = _load_pair(q, off, mask, Q_COMPLEX)
+    d = scale * tl.load(dy + off, mask=mask, other=0.0).to(tl.float32)  # (BT, BH)
+    pr, pi, br, bi = tl.associative_scan((anr, -ani, d * qr, -d * qi), 0, _combine, reverse=True)
+    return pr, pi, br, bi, d
+
+
+@triton.jit
+def _grad_tile(  # type: ignore[no-untyped-def]
+    q, k, v, la, dy, dq, dk, dv, dla, off, mask, o_t, t0, eos, m_h, H, scale, gr, gi, s0r, s0i,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr,
+    BT: tl.constexpr,
+):  # fmt: skip
+    """Every gradient over a tile, from the adjoint (gr, gi) after it and the state (s0r, s0i)
+    before it; returns the adjoint of its first row."""
+    pr, pi, br, bi, d = _adjoint_tile(
+        q, la, dy, off, mask, o_t, eos, m_h, H, scale, LOG, A_COMPLEX, Q_COMPLEX
+    )
+    g_r = pr * gr[None, :] - pi * gi[None, :] + br  # (BT, BH) Re g_n
+    g_i = pr * gi[None, :] + pi * gr[None, :] + bi  # (BT, BH) Im g_n
+    # h_{n-1}: forward scan of (a_{n-1}, k_{n-1} v_{n-1}); the tile's first row gets (1, 0), so
+    # h_{t0-1} is the state entering the tile itself
+    prv = ((o_t > t0) & (o_t < eos))[:, None] & m_h[None, :]
+    sr_, si_, xr_, xi_ = _scan_tile(k, v, la, off - H, prv, LOG, A_COMPLEX, K_COMPLEX)
+    hpr = sr_ * s0r[None, :] - si_ * s0i[None, :] + xr_  # (BT, BH) Re h_{n-1}
+    hpi = sr_ * s0i[None, :] + si_ * s0r[None, :] + xi_
+    ar, ai = _load_transition(la, off, mask, LOG, A_COMPLEX)
+    ahr = ar * hpr - ai * hpi  # (BT, BH) a_n h_{n-1}, a product: exact near a = 0
+    ahi = ar * hpi + ai * hpr
+    kr, ki = _load_pair(k, off, mask, K_COMPLEX)
+    vv = tl.load(v + off, mask=mask, other=0.0).to(tl.float32)
+    _store_pair(dq, off, d * (ahr + kr * vv), -d * (ahi + ki * vv), mask, Q_COMPLEX)  # d·conj(h_n)
+    _store_pair(dk, off, g_r * vv, g_i * vv, mask, K_COMPLEX)
+    tl.store(dv + off, g_r * kr + g_i * ki, mask=mask)
+    if LOG:  # g conj(a h_{n-1})
+        _store_pair(dla, off, g_r * ahr + g_i * ahi, g_i * ahr - g_r * ahi, mask, A_COMPLEX)
+    else:  # g conj(h_{n-1})
+        _store_pair(dla, off, g_r * hpr + g_i * hpi, g_i * hpr - g_r * hpi, mask, A_COMPLEX)
+    return _row(g_r, 0, BT), _row(g_i, 0, BT)
 
 
 @triton.jit
@@ -162,43 +202,66 @@ def _store_pair(ptr, off, re, im, mask, IS_COMPLEX: tl.constexpr):  # type: igno
 
 
 @triton.jit
+def _load_state(ptr, index, o_h, m_h, H):  # type: ignore[no-untyped-def]
+    """Row ``index`` of a [rows, H, 2] complex state tensor as (re, im) [BH] float32."""
+    at = (index * H + o_h) * 2
+    return (
+        tl.load(ptr + at, mask=m_h, other=0.0).to(tl.float32),
+        tl.load(ptr + at + 1, mask=m_h, other=0.0).to(tl.float32),
+    )
+
+
+@triton.jit
+def _store_state(ptr, index, o_h, m_h, H, re, im):  # type: ignore[no-untyped-def]
+    at = (index * H + o_h) * 2
+    tl.store(ptr + at, re, mask=m_h)
+    tl.store(ptr + at + 1, im, mask=m_h)
+
+
+# --- one program per sequence: the tiles in order, the carry in registers ------------------------
+
+
+@triton.jit
+def siso_scan_fwd_kernel(  # type: ignore[no-untyped-def]
+    q, k, v, la, h0, y, ht, cs, cu_seqlens, chunk_offsets, scale, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_CS: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """y [T, H] float32, ht [N, H, 2] the final states, cs [chunks, H, 2] the state entering
+    every chunk (when STORE_CS); grid (cdiv(H, BH), N)."""
+    i_h, i_n = tl.program_id(0), tl.program_id(1)
+    bos, eos, c0 = _bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)  # (BH,) channels
+    m_h = o_h < H
+    if HAS_H0:
+        hr, hi = _load_state(h0, i_n, o_h, m_h, H)
+    else:
+        hr = tl.zeros([BH], dtype=tl.float32)
+        hi = tl.zeros([BH], dtype=tl.float32)
+    for i_t in range(0, tl.cdiv(eos - bos, BT)):
+        if STORE_CS:
+            _store_state(cs, c0 + i_t, o_h, m_h, H, hr, hi)
+        off, mask, _ = _tile(bos + i_t * BT, eos, o_h, m_h, H, BT)
+        hr, hi = _output_tile(
+            q, k, v, la, y, off, mask, hr, hi, scale, LOG, A_COMPLEX, Q_COMPLEX, K_COMPLEX, BT
+        )
+    _store_state(ht, i_n, o_h, m_h, H, hr, hi)
+
+
+@triton.jit
 def siso_scan_bwd_kernel(  # type: ignore[no-untyped-def]
-    q,
-    k,
-    v,
-    la,
-    dy,
-    cs,
-    dht,
-    dq,
-    dk,
-    dv,
-    dla,
-    dh0,
-    cu_seqlens,
-    chunk_offsets,
-    scale,
-    T,
-    H,
-    LOG: tl.constexpr,
-    A_COMPLEX: tl.constexpr,
-    Q_COMPLEX: tl.constexpr,
-    K_COMPLEX: tl.constexpr,
-    HAS_DHT: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-    BT: tl.constexpr,
-    BH: tl.constexpr,
-):
+    q, k, v, la, dy, cs, dht, dq, dk, dv, dla, dh0, cu_seqlens, chunk_offsets, scale, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr,
+    HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
     """Every gradient of ``siso_scan_fwd_kernel``; walks the chunks last to first. Grid as forward."""
-    i_h = tl.program_id(0)
-    i_n = tl.program_id(1)
+    i_h, i_n = tl.program_id(0), tl.program_id(1)
     bos, eos, c0 = _bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
     o_h = i_h * BH + tl.arange(0, BH)
     m_h = o_h < H
-    state = (i_n * H + o_h) * 2
-    if HAS_DHT:  # g after the last step: the final state's cotangent
-        gr = tl.load(dht + state, mask=m_h, other=0.0).to(tl.float32)
-        gi = tl.load(dht + state + 1, mask=m_h, other=0.0).to(tl.float32)
+    if HAS_DHT:  # the adjoint after the last step: the final state's cotangent
+        gr, gi = _load_state(dht, i_n, o_h, m_h, H)
     else:
         gr = tl.zeros([BH], dtype=tl.float32)
         gi = tl.zeros([BH], dtype=tl.float32)
@@ -206,47 +269,143 @@ def siso_scan_bwd_kernel(  # type: ignore[no-untyped-def]
     for j in range(0, n_chunks):
         i_t = n_chunks - 1 - j
         t0 = bos + i_t * BT
-        o_t = t0 + tl.arange(0, BT)  # (BT,)
-        m_t = o_t < eos
-        mask = m_t[:, None] & m_h[None, :]  # (BT, BH)
-        off = o_t[:, None] * H + o_h[None, :]
-        # adjoint: reverse scan of (conj(a_{n+1}), c_n); a beyond the sequence's end is 1, so the
-        # last real row gets c + g_end, and rows past the end are the identity (1, 0)
-        nxt = (o_t + 1 < eos)[:, None] & m_h[None, :]
-        anr, ani = _load_transition(la, off + H, nxt, LOG, A_COMPLEX)
-        qr, qi = _load_pair(q, off, mask, Q_COMPLEX)
-        d = scale * tl.load(dy + off, mask=mask, other=0.0).to(tl.float32)  # (BT, BH)
-        pr, pi, br, bi = tl.associative_scan((anr, -ani, d * qr, -d * qi), 0, _combine, reverse=True)
-        g_r = pr * gr[None, :] - pi * gi[None, :] + br  # (BT, BH) Re g_n
-        g_i = pr * gi[None, :] + pi * gr[None, :] + bi  # (BT, BH) Im g_n
-        # h_{n-1}: forward scan of (a_{n-1}, k_{n-1} v_{n-1}) from the state entering the chunk
-        # (the chunk's first row gets (1, 0): h_{t0-1} is that state itself)
-        prv = ((o_t > t0) & m_t)[:, None] & m_h[None, :]
-        apr, api = _load_transition(la, off - H, prv, LOG, A_COMPLEX)
-        kpr, kpi = _load_pair(k, off - H, prv, K_COMPLEX)
-        vp = tl.load(v + off - H, mask=prv, other=0.0).to(tl.float32)
-        sr_, si_, xr_, xi_ = tl.associative_scan((apr, api, kpr * vp, kpi * vp), 0, _combine)
-        chunk = ((c0 + i_t) * H + o_h) * 2
-        s0r = tl.load(cs + chunk, mask=m_h, other=0.0)[None, :]  # (1, BH)
-        s0i = tl.load(cs + chunk + 1, mask=m_h, other=0.0)[None, :]
-        hpr = sr_ * s0r - si_ * s0i + xr_  # (BT, BH) Re h_{n-1}
-        hpi = sr_ * s0i + si_ * s0r + xi_
-        ar, ai = _load_transition(la, off, mask, LOG, A_COMPLEX)
-        ahr = ar * hpr - ai * hpi  # (BT, BH) a_n h_{n-1}, formed as a product: exact near a = 0
-        ahi = ar * hpi + ai * hpr
-        kr, ki = _load_pair(k, off, mask, K_COMPLEX)
-        vv = tl.load(v + off, mask=mask, other=0.0).to(tl.float32)
-        _store_pair(dq, off, d * (ahr + kr * vv), -d * (ahi + ki * vv), mask, Q_COMPLEX)  # d·conj(h_n)
-        _store_pair(dk, off, g_r * vv, g_i * vv, mask, K_COMPLEX)
-        tl.store(dv + off, g_r * kr + g_i * ki, mask=mask)
-        if LOG:  # g conj(a h_{n-1})
-            _store_pair(dla, off, g_r * ahr + g_i * ahi, g_i * ahr - g_r * ahi, mask, A_COMPLEX)
-        else:  # g conj(h_{n-1})
-            _store_pair(dla, off, g_r * hpr + g_i * hpi, g_i * hpr - g_r * hpi, mask, A_COMPLEX)
-        gr = _row(g_r, 0, BT)
-        gi = _row(g_i, 0, BT)
-    # dh_0 = conj(a_0) g_0
-    first = bos * H + o_h
-    a0r, a0i = _load_transition(la, first, m_h, LOG, A_COMPLEX)
-    tl.store(dh0 + state, a0r * gr + a0i * gi, mask=m_h)
-    tl.store(dh0 + state + 1, a0r * gi - a0i * gr, mask=m_h)
+        off, mask, o_t = _tile(t0, eos, o_h, m_h, H, BT)
+        s0r, s0i = _load_state(cs, c0 + i_t, o_h, m_h, H)
+        gr, gi = _grad_tile(
+            q, k, v, la, dy, dq, dk, dv, dla, off, mask, o_t, t0, eos, m_h, H, scale, gr, gi, s0r, s0i,
+            LOG, A_COMPLEX, Q_COMPLEX, K_COMPLEX, BT,
+        )  # fmt: skip
+    _store_initial_grad(la, dh0, bos, i_n, o_h, m_h, H, gr, gi, LOG, A_COMPLEX)
+
+
+@triton.jit
+def _store_initial_grad(la, dh0, bos, i_n, o_h, m_h, H, gr, gi, LOG: tl.constexpr, A_COMPLEX: tl.constexpr):  # type: ignore[no-untyped-def]
+    """dh_0 = conj(a_0) g_0."""
+    a0r, a0i = _load_transition(la, bos * H + o_h, m_h, LOG, A_COMPLEX)
+    _store_state(dh0, i_n, o_h, m_h, H, a0r * gr + a0i * gi, a0r * gi - a0i * gr)
+
+
+# --- split over chunks (small B·H): summaries in parallel, a short carry pass, outputs in parallel
+
+
+@triton.jit
+def siso_chunk_summary_kernel(  # type: ignore[no-untyped-def]
+    k, v, la, summary, cu_seqlens, chunk_offsets, chunk_seq, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """Each chunk's map h ↦ P h + S (P = Π a, S its state from zero): summary [slots, 2, H, 2]."""
+    i_h, j = tl.program_id(0), tl.program_id(1)
+    t0, eos = _chunk_of(cu_seqlens, chunk_offsets, chunk_seq, j, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)
+    m_h = o_h < H
+    off, mask, _ = _tile(t0, eos, o_h, m_h, H, BT)
+    pr, pi, br, bi = _scan_tile(k, v, la, off, mask, LOG, A_COMPLEX, K_COMPLEX)
+    _store_state(summary, 2 * j, o_h, m_h, H, _row(pr, BT - 1, BT), _row(pi, BT - 1, BT))
+    _store_state(summary, 2 * j + 1, o_h, m_h, H, _row(br, BT - 1, BT), _row(bi, BT - 1, BT))
+
+
+@triton.jit
+def siso_chunk_carry_kernel(  # type: ignore[no-untyped-def]
+    summary, h0, ht, cs, cu_seqlens, chunk_offsets, T, H,
+    HAS_H0: tl.constexpr, IS_VARLEN: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """The state entering every chunk (cs) and the final states, chunk map by chunk map; grid
+    (cdiv(H, BH), N). Reads 2 complex numbers a chunk: ~1/32 of the data."""
+    i_h, i_n = tl.program_id(0), tl.program_id(1)
+    bos, eos, c0 = _bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)
+    m_h = o_h < H
+    if HAS_H0:
+        hr, hi = _load_state(h0, i_n, o_h, m_h, H)
+    else:
+        hr = tl.zeros([BH], dtype=tl.float32)
+        hi = tl.zeros([BH], dtype=tl.float32)
+    for i_t in range(0, tl.cdiv(eos - bos, BT)):
+        c = c0 + i_t
+        _store_state(cs, c, o_h, m_h, H, hr, hi)
+        pr, pi = _load_state(summary, 2 * c, o_h, m_h, H)
+        sr, si = _load_state(summary, 2 * c + 1, o_h, m_h, H)
+        hr, hi = pr * hr - pi * hi + sr, pr * hi + pi * hr + si
+    _store_state(ht, i_n, o_h, m_h, H, hr, hi)
+
+
+@triton.jit
+def siso_chunk_output_kernel(  # type: ignore[no-untyped-def]
+    q, k, v, la, cs, y, cu_seqlens, chunk_offsets, chunk_seq, scale, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr,
+    IS_VARLEN: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """y of every chunk from the state entering it; grid (cdiv(H, BH), slots)."""
+    i_h, j = tl.program_id(0), tl.program_id(1)
+    t0, eos = _chunk_of(cu_seqlens, chunk_offsets, chunk_seq, j, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)
+    m_h = o_h < H
+    off, mask, _ = _tile(t0, eos, o_h, m_h, H, BT)
+    hr, hi = _load_state(cs, j, o_h, m_h, H)
+    _output_tile(q, k, v, la, y, off, mask, hr, hi, scale, LOG, A_COMPLEX, Q_COMPLEX, K_COMPLEX, BT)
+
+
+@triton.jit
+def siso_adjoint_summary_kernel(  # type: ignore[no-untyped-def]
+    q, la, dy, summary, cu_seqlens, chunk_offsets, chunk_seq, scale, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """Each chunk's adjoint map g_in ↦ A g_in + B at its first row: summary [slots, 2, H, 2]."""
+    i_h, j = tl.program_id(0), tl.program_id(1)
+    t0, eos = _chunk_of(cu_seqlens, chunk_offsets, chunk_seq, j, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)
+    m_h = o_h < H
+    off, mask, o_t = _tile(t0, eos, o_h, m_h, H, BT)
+    pr, pi, br, bi, _ = _adjoint_tile(
+        q, la, dy, off, mask, o_t, eos, m_h, H, scale, LOG, A_COMPLEX, Q_COMPLEX
+    )
+    _store_state(summary, 2 * j, o_h, m_h, H, _row(pr, 0, BT), _row(pi, 0, BT))
+    _store_state(summary, 2 * j + 1, o_h, m_h, H, _row(br, 0, BT), _row(bi, 0, BT))
+
+
+@triton.jit
+def siso_adjoint_carry_kernel(  # type: ignore[no-untyped-def]
+    summary, dht, la, gin, dh0, cu_seqlens, chunk_offsets, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """The adjoint entering every chunk from its right (gin) and dh0, last chunk to first."""
+    i_h, i_n = tl.program_id(0), tl.program_id(1)
+    bos, eos, c0 = _bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)
+    m_h = o_h < H
+    if HAS_DHT:
+        gr, gi = _load_state(dht, i_n, o_h, m_h, H)
+    else:
+        gr = tl.zeros([BH], dtype=tl.float32)
+        gi = tl.zeros([BH], dtype=tl.float32)
+    n_chunks = tl.cdiv(eos - bos, BT)
+    for j in range(0, n_chunks):
+        c = c0 + n_chunks - 1 - j
+        _store_state(gin, c, o_h, m_h, H, gr, gi)
+        pr, pi = _load_state(summary, 2 * c, o_h, m_h, H)
+        br, bi = _load_state(summary, 2 * c + 1, o_h, m_h, H)
+        gr, gi = pr * gr - pi * gi + br, pr * gi + pi * gr + bi
+    _store_initial_grad(la, dh0, bos, i_n, o_h, m_h, H, gr, gi, LOG, A_COMPLEX)
+
+
+@triton.jit
+def siso_chunk_grad_kernel(  # type: ignore[no-untyped-def]
+    q, k, v, la, dy, cs, gin, dq, dk, dv, dla, cu_seqlens, chunk_offsets, chunk_seq, scale, T, H,
+    LOG: tl.constexpr, A_COMPLEX: tl.constexpr, Q_COMPLEX: tl.constexpr, K_COMPLEX: tl.constexpr,
+    IS_VARLEN: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    """Every gradient of every chunk from the states before it and the adjoints after it."""
+    i_h, j = tl.program_id(0), tl.program_id(1)
+    t0, eos = _chunk_of(cu_seqlens, chunk_offsets, chunk_seq, j, T, BT, IS_VARLEN)
+    o_h = i_h * BH + tl.arange(0, BH)
+    m_h = o_h < H
+    off, mask, o_t = _tile(t0, eos, o_h, m_h, H, BT)
+    gr, gi = _load_state(gin, j, o_h, m_h, H)
+    s0r, s0i = _load_state(cs, j, o_h, m_h, H)
+    _grad_tile(
+        q, k, v, la, dy, dq, dk, dv, dla, off, mask, o_t, t0, eos, m_h, H, scale, gr, gi, s0r, s0i,
+        LOG, A_COMPLEX, Q_COMPLEX, K_COMPLEX, BT,
+    )  # fmt: skip
