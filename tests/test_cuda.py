@@ -13,7 +13,10 @@ from gateloop import gate_loop
 
 from helpers import compare, make_problem, run_reference
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 
 @pytest.mark.parametrize("mode", ("chunk", "recurrent", "scan", "attention"))
