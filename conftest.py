@@ -4,7 +4,7 @@
   ``TRITON_INTERPRET`` once, when it is first imported (into ``triton.knobs``); other tests import
   it earlier (``torch.compile`` loads it), so it is set here, for the whole session.
 * The doctests of optional integrations run only when their extra is installed
-  (``pip install -e ".[dev,hf,eval,cuda]"`` installs them; a core install still collects cleanly).
+  (``pip install -e ".[dev,hf,eval,cuda,onnx]"`` installs them; a core install still collects cleanly).
 """
 
 from __future__ import annotations

@@ -29,6 +29,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {value}")
+    return value
+
+
 def common_flags(device: bool) -> argparse.ArgumentParser:
     """The parent parser of every subcommand: ``--threads`` and, where a model runs, ``--device``."""
     common = argparse.ArgumentParser(add_help=False)

@@ -31,37 +31,12 @@ from gateloop.models.config import ModelConfig
 from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from gateloop.models.registry import config_class
 from gateloop.models.weight_file import read_weights, save_weights
+from gateloop.training.checkpoint import read_config_json, resolve_model_dir
 from gateloop.training.files import TMP_PREFIX, fsync_path, publish_dir
 
 PREFIX = "model."  # the HF classes hold our model as ``self.model``
 # the HF config classes by their own model_type ("gateloop_transformer"), as an HF config.json names it
 BY_HF_TYPE: dict[str, type[_NativeBackedConfig]] = {c.model_type: c for c in HF_CONFIGS.values()}
-
-
-def _read_config(directory: Path, what: str) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory ({what} expected)")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {directory} is not {what}")
-    return read_json_object(path, what)
-
-
-def resolve_model_dir(source: str | Path) -> tuple[Path, Path | None]:
-    """(model directory, run directory or None) for a run directory (its ``final/``, else the
-    latest checkpoint), a run's ``final/`` or ``checkpoints/step_*/``, or any ``save_pretrained`` dir."""
-    from gateloop.training.checkpoint import trained_model_dir
-
-    source = Path(source)
-    if (source / WEIGHTS_NAME).is_file():
-        run = source.parent.parent if source.parent.name == "checkpoints" else source.parent
-        is_run = (run / CONFIG_NAME).is_file() and "task" in _read_config(run, "a run directory")
-        return source, run if is_run else None
-    if "task" in _read_config(source, "a gateloop run or model directory"):
-        return trained_model_dir(source), source
-    raise FileNotFoundError(
-        f"{source / WEIGHTS_NAME} not found: {source} is not a gateloop run or model directory"
-    )
 
 
 def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True) -> Path:
@@ -80,7 +55,7 @@ def native_to_hf(source: str | Path, out: str | Path, *, tokenizer: bool = True)
     it was.
     """
     model_dir, run_dir = resolve_model_dir(source)
-    saved = _read_config(model_dir, "a gateloop model directory")
+    saved = read_config_json(model_dir, "a gateloop model directory")
     model_type = saved.get("model_type")
     if model_type not in HF_CONFIGS:  # the model registry's types that have a Hugging Face form
         raise ValueError(
@@ -270,7 +245,7 @@ def hf_to_native(source: str | Path, out: str | Path) -> Path:
     describes, of its shapes. ValueError naming the tensor and the file otherwise.
     """
     source = Path(source)
-    saved = _read_config(source, "a Hugging Face GateLoop model directory")
+    saved = read_config_json(source, "a Hugging Face GateLoop model directory")
     hf_config_class = check_hf_model_type(saved, source / CONFIG_NAME)
     native = hf_config_class.from_dict(saved).to_native()
     files, listed = hf_weight_files(source)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateloop.file_errors import read_json_object
-from gateloop.hf.convert import BY_HF_TYPE, native_to_hf, resolve_model_dir
+from gateloop.hf.convert import BY_HF_TYPE, native_to_hf
+from gateloop.training.checkpoint import resolve_model_dir
 
 
 def is_hf_dir(directory: Path) -> bool:

@@ -21,6 +21,7 @@ from gateloop.layers.transitions import (
 )
 from gateloop.ops import gate_loop, gate_loop_step
 from gateloop.ops.context_parallel import gate_loop_context_parallel
+from gateloop.ops.step_real import gate_loop_step_real
 
 # Attribute set on every parameter that controls the state transitions, so that optimizers can
 # give them their own learning rate and no weight decay (paper Table 4).
@@ -310,14 +311,31 @@ class GateLoop(nn.Module):
         self._check_x(x, 2)
         if state is not None:
             check_tensor("state", state)
-        B = x.shape[0]
-        H = self.n_head
-        q = self.q_proj(x).view(B, H, self.head_qk)
-        k = self.k_proj(x).view(B, H, self.head_qk)
-        v = self.v_proj(x).view(B, H, self.head_v)
-        log_a = self._pack(*self._log_transition_parts(x))  # (B, H, d)
-        y, new_state = gate_loop_step(q, k, v, log_a=log_a, state=state)
-        return self._output(y.reshape(B, self.d_v), x), new_state
+        q, k, v, log_mag, arg = self._step_inputs(x)
+        y, new_state = gate_loop_step(q, k, v, log_a=self._pack(log_mag, arg), state=state)
+        return self._output(y.reshape(x.shape[0], self.d_v), x), new_state
+
+    def step_real(self, x: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``step`` with the complex state stored as real pairs, for runtimes without complex
+        tensors (ONNX): x [B, d_model], state r(B H dk dv 2) or None -> (y [B, d_model], new state).
+
+        The same math as ``step`` (``gateloop.ops.step_real``); state[..., 0] / [..., 1] are the
+        real / imaginary parts of ``step``'s complex state.
+        """
+        self._check_x(x, 2)
+        if state is not None:
+            check_tensor("state", state)
+        q, k, v, log_mag, arg = self._step_inputs(x)
+        y, new_state = gate_loop_step_real(q, k, v, log_abs_a=log_mag, arg_a=arg, state=state)
+        return self._output(y.reshape(x.shape[0], self.d_v), x), new_state
+
+    def _step_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """x [B, d_model] -> q, k (B, H, dk), v (B, H, dv), log|a| and arg a (B, H, d)."""
+        B, H = x.shape[0], self.n_head
+        q = self.q_proj(x).view(B, H, self.head_qk)  # (B, H, dk)
+        k = self.k_proj(x).view(B, H, self.head_qk)  # (B, H, dk)
+        v = self.v_proj(x).view(B, H, self.head_v)  # (B, H, dv)
+        return q, k, v, *self._log_transition_parts(x)
 
     def _output(self, y: Tensor, x: Tensor) -> Tensor:
         """Optional group norm and output gate (extensions), then the output projection."""

@@ -42,13 +42,23 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor, *, state: Any = None, return_state: bool = False, **masks: Any) -> Any:
-        h = self.norm1(x) if self.pre_norm else x
-        mixed = self.time_mixing(h, state=state, return_state=return_state, **masks)
+        mixed = self.time_mixing(self.mixing_input(x), state=state, return_state=return_state, **masks)
         mixed, new_state = mixed if return_state else (mixed, None)
+        x = self.after_mixing(x, mixed)
+        return (x, new_state) if return_state else x
+
+    def mixing_input(self, x: Tensor) -> Tensor:
+        """What the time mixing sees: norm1(x) in a pre-norm block, x itself in a post-norm one."""
+        return self.norm1(x) if self.pre_norm else x
+
+    def after_mixing(self, x: Tensor, mixed: Tensor) -> Tensor:
+        """The rest of the block once the time mixing gave ``mixed`` for input ``x`` (both [..., d_model]):
+        the skip connection, the FFN and the norms. Steps that run the mixing their own way (the
+        real-valued ONNX decode step) call ``mixing_input`` and this around it."""
         x = x + self.dropout(mixed)
         if not self.pre_norm:
             x = self.norm1(x)
         x = x + self.channel_mixing(self.norm2(x) if self.pre_norm else x)
         if not self.pre_norm:
             x = self.norm2(x)
-        return (x, new_state) if return_state else x
+        return x

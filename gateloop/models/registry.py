@@ -28,10 +28,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+
+from gateloop.file_errors import read_json_object
 from gateloop.models.base import CausalModel
 from gateloop.models.config import GateLoopConfig, ModelConfig, TransformerConfig
 from gateloop.models.gateloop_lm import GateLoopLM
+from gateloop.models.pretrained import CONFIG_NAME
 from gateloop.models.transformer import TransformerLM
 
 
@@ -91,4 +96,20 @@ def build_model(config: ModelConfig) -> CausalModel:
     return model_class(config)(config)
 
 
-__all__ = ["MODEL_FAMILIES", "ModelFamily", "build_model", "config_class", "family", "model_class"]
+def load_pretrained(
+    directory: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> CausalModel:
+    """The model a ``save_pretrained`` directory holds, of whichever family its config.json names."""
+    saved = read_json_object(Path(directory) / CONFIG_NAME, "a gateloop model config")
+    return family(saved.get("model_type")).model_class.from_pretrained(directory, device=device, dtype=dtype)
+
+
+__all__ = [
+    "MODEL_FAMILIES",
+    "ModelFamily",
+    "build_model",
+    "config_class",
+    "family",
+    "load_pretrained",
+    "model_class",
+]

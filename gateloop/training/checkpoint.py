@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from gateloop.file_errors import writing
+from gateloop.file_errors import read_json_object, writing
 from gateloop.models.base import CausalModel
 from gateloop.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, checked_weights, save_model
 from gateloop.training.distributed import Runtime, barrier
@@ -96,6 +96,31 @@ def trained_model_dir(run_dir: str | Path) -> Path:
         return directory
     detail = f" ({'; '.join(problems)})" if problems else ""
     raise FileNotFoundError(f"{run_dir} has no intact final model and no intact checkpoint{detail}")
+
+
+def resolve_model_dir(source: str | Path) -> tuple[Path, Path | None]:
+    """(model directory, run directory or None) for a run directory (its ``final/``, else the
+    latest checkpoint), a run's ``final/`` or ``checkpoints/step_*/``, or any ``save_pretrained`` dir."""
+    source = Path(source)
+    if (source / WEIGHTS_NAME).is_file():
+        run = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+        is_run = (run / CONFIG_NAME).is_file() and "task" in read_config_json(run, "a run directory")
+        return source, run if is_run else None
+    if "task" in read_config_json(source, "a gateloop run or model directory"):
+        return trained_model_dir(source), source
+    raise FileNotFoundError(
+        f"{source / WEIGHTS_NAME} not found: {source} is not a gateloop run or model directory"
+    )
+
+
+def read_config_json(directory: Path, what: str) -> dict[str, Any]:
+    """``directory/config.json`` as a dict; FileNotFoundError saying ``what`` was expected."""
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory ({what} expected)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {directory} is not {what}")
+    return read_json_object(path, what)
 
 
 def save_checkpoint(
