@@ -19,6 +19,7 @@ from typing import Any
 
 from gateloop.experiments.span_horizon import memory_horizons
 from gateloop.training.metrics import MetricsLogger
+from gateloop.training.run_dir import ADDED_FIELDS
 
 # bookkeeping that says nothing about the experiment
 IGNORED_FIELDS = frozenset({"format", "resolved", "train.log_every", "train.checkpoint_every"})
@@ -50,12 +51,17 @@ def config_change(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> str
         size = f"{family} (d_model {model.get('d_model')}, {model.get('n_layer')} layers)"
         return size if rest == "(baseline)" else f"{size}, {rest}"
     mine, base = flatten(config), flatten(baseline)
+
+    def value(flat: dict[str, Any], key: str) -> Any:
+        # a field added after a run was written means, by its absence, what ADDED_FIELDS says
+        return flat.get(key, ADDED_FIELDS.get(key))
+
     changed = [
-        f"{key}={mine.get(key)}"
+        f"{key}={value(mine, key)}"
         for key in sorted(mine.keys() | base.keys())
         if key not in IGNORED_FIELDS
         and key.split(".")[0] not in IGNORED_FIELDS
-        and mine.get(key) != base.get(key)
+        and value(mine, key) != value(base, key)
     ]
     return ", ".join(changed) or "(baseline)"
 
