@@ -62,9 +62,11 @@ def _losses(run: Path) -> list[float]:
 @pytest.mark.slow
 def test_fsdp_two_ranks_match_one_process_and_resume_exactly(tmp_path, byte_data) -> None:
     """2 FSDP ranks of batch 2 = one process of batch 4: losses per step and final weights equal to
-    float32 rounding; the sharded checkpoints hold full tensors (one model.safetensors, read as a
-    one-process run's); a sharded run resumed from its step-4 checkpoint ends bit-identical to the
-    uninterrupted one (metrics rows and weights)."""
+    float32 rounding; final/ holds full tensors (one model.safetensors, read as a one-process
+    run's); the checkpoints are sharded (DCP: one shard file and one RNG file per rank, no
+    model.safetensors) and consolidate to final/'s weights bit for bit; a run killed after step 4
+    whose step-6 checkpoint lost a rank's shard falls back to step 4, resumes, and ends
+    bit-identical to the uninterrupted one (metrics rows and weights)."""
     common = ["train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress"]
     assert main([*common, "--train.batch-size", "4", "--out", str(tmp_path / "one")]) == 0
     fsdp = [*common, "--train.batch-size", "2", "--train.parallel", "fsdp"]
@@ -83,11 +85,28 @@ def test_fsdp_two_ranks_match_one_process_and_resume_exactly(tmp_path, byte_data
     evaluation = json.loads((tmp_path / "fsdp" / "eval.json").read_text())
     assert evaluation["steps"] == 6 and evaluation["val_perplexity"] > 1
 
-    # interrupted after step 4: final/ and the step-6 checkpoint gone, metrics rows past 4 kept
+    step6 = tmp_path / "fsdp" / "checkpoints" / "step_00000006"
+    files = sorted(str(p.relative_to(step6)) for p in step6.rglob("*") if p.is_file())
+    assert files == [
+        "config.json",
+        "rng/rank_00000.pt",
+        "rng/rank_00001.pt",
+        "sharded/.metadata",
+        "sharded/__0_0.distcp",
+        "sharded/__1_0.distcp",
+        "trainer_state.pt",
+    ]
+    assert main(["convert", "consolidate", "--checkpoint", str(step6), "--out", str(tmp_path / "whole")]) == 0
+    consolidated = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    assert consolidated.keys() == wb.keys() and all(torch.equal(consolidated[n], wb[n]) for n in wb)
+
+    # killed after step 6 was published but before final/: and step 6 lost rank 1's shards (a
+    # torn file), so the resume falls back to step 4; metrics rows past 4 are kept and replaced
     resumed = tmp_path / "resumed"
     shutil.copytree(tmp_path / "fsdp", resumed)
     shutil.rmtree(resumed / "final")
-    shutil.rmtree(resumed / "checkpoints" / "step_00000006")
+    shard = resumed / "checkpoints" / "step_00000006" / "sharded" / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:100])
     (resumed / "eval.json").unlink()
     _torchrun(*fsdp, "--out", str(resumed), "--resume")
     strip = ("tokens_per_s",)  # a time, not a result

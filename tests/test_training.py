@@ -179,19 +179,19 @@ def test_old_run_directories_are_refused_with_directions(tmp_path) -> None:
 
 def test_cuda_rng_state_is_saved_and_restored(monkeypatch) -> None:
     """The checkpoint carries every GPU's generator state (None without CUDA) and puts it back."""
-    from gateloop.training import checkpoint
+    from gateloop.training import rng_state
 
     if not torch.cuda.is_available():
-        assert checkpoint._cuda_rng_states() is None
+        assert rng_state.rng_state()["cuda_rng"] is None
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     states = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
-    checkpoint._restore_cuda_rng(states)
+    rng_state._restore_cuda_rng(states)
     assert restored == [states]
     with pytest.raises(ValueError, match="CUDA RNG states of 1 GPUs, this machine has 2"):
-        checkpoint._restore_cuda_rng(states[:1])
+        rng_state._restore_cuda_rng(states[:1])
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,18 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     from_hf.add_argument("--out", type=Path, required=True, help="gateloop model directory to write")
     from_hf.set_defaults(handler=convert_from_hf)
+    consolidate = convert.add_parser(
+        "consolidate",
+        parents=[common],
+        help="a sharded (FSDP, torch.distributed.checkpoint) checkpoint -> one model directory",
+        description="Read the shards of checkpoints/step_N/ in this one process and write its model as "
+        "config.json + model.safetensors (what final/ holds, what eval, sample and convert to-hf read).",
+    )
+    consolidate.add_argument(
+        "--checkpoint", type=Path, required=True, help="a run's checkpoints/step_N/ written sharded"
+    )
+    consolidate.add_argument("--out", type=Path, required=True, help="model directory to write")
+    consolidate.set_defaults(handler=consolidate_checkpoint)
     to_onnx = convert.add_parser(
         "to-onnx",
         parents=[common],
@@ -74,6 +86,13 @@ def convert_from_hf(args: argparse.Namespace, runtime: Runtime | None) -> int:
     from gateloop.hf.convert import hf_to_native
 
     print(f"wrote {hf_to_native(args.model, args.out).resolve()}")
+    return 0
+
+
+def consolidate_checkpoint(args: argparse.Namespace, runtime: Runtime | None) -> int:
+    from gateloop.training.sharded_checkpoint import consolidate
+
+    print(f"wrote {consolidate(args.checkpoint, args.out).resolve()}")
     return 0
 
 

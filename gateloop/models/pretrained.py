@@ -59,15 +59,9 @@ def load_weights(model: M, directory: str | Path) -> M:
     return model
 
 
-def checked_weights(model: CausalModel, directory: str | Path) -> dict[str, Tensor]:
-    """The tensors of ``directory/model.safetensors``, on ``model``'s device, checked against it.
-
-    ``directory/config.json`` must equal ``model.config`` (compared field by field; no second model
-    is built); a difference names the fields. A tensor missing, unexpected or of another shape
-    than the model's (its full shape, for a sharded model) is named too.
-    """
-    directory = Path(directory)
-    check_checkpoint_files(directory)
+def check_same_config(model: CausalModel, directory: Path) -> None:
+    """ValueError naming the fields unless ``directory/config.json`` equals ``model.config``
+    (compared field by field; no second model is built)."""
     config = model.config
     saved = type(config).from_dict(read_json_object(directory / CONFIG_NAME, "a model config")).to_dict()
     current = config.to_dict()
@@ -75,6 +69,18 @@ def checked_weights(model: CausalModel, directory: str | Path) -> dict[str, Tens
     if differing:
         listing = ", ".join(f"{name} (saved {saved[name]!r}, model {current[name]!r})" for name in differing)
         raise ValueError(f"{directory / CONFIG_NAME} does not match the model's config: {listing}")
+
+
+def checked_weights(model: CausalModel, directory: str | Path) -> dict[str, Tensor]:
+    """The tensors of ``directory/model.safetensors``, on ``model``'s device, checked against it.
+
+    ``directory/config.json`` must equal ``model.config`` (``check_same_config``). A tensor
+    missing, unexpected or of another shape than the model's (its full shape, for a sharded
+    model) is named too.
+    """
+    directory = Path(directory)
+    check_checkpoint_files(directory)
+    check_same_config(model, directory)
     first = next(iter(model.state_dict().values()), None)
     device = first.device if first is not None and first.device.type != "meta" else torch.device("cpu")
     weights = read_weights(directory / WEIGHTS_NAME, device=str(device))

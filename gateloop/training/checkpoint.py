@@ -6,6 +6,10 @@ Layout of a run directory::
     run_dir/checkpoints/step_00000500/model.safetensors   model weights (no pickle)
     run_dir/checkpoints/step_00000500/trainer_state.pt    optimizer, scheduler, RNG, step
 
+or, for a sharded model (FSDP), ``sharded/`` and ``rng/`` in place of ``model.safetensors`` and
+the optimizer (``sharded_checkpoint``). Both load into any layout; readers of a model
+directory (``trained_model_dir``) name ``gateloop convert consolidate`` for a sharded one.
+
 A checkpoint (and ``final/``) is written to a temporary directory, fsynced and renamed into place
 (``gateloop.training.files``), so a run killed while saving, or a power loss, never leaves a
 half-written ``step_*`` directory behind; readers skip a corrupt one for the one before it.
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import random
 import shutil
 import warnings
 import zipfile
@@ -37,6 +40,13 @@ from gateloop.training.parallel import (
     load_full_state_dict,
     load_optimizer_state,
     optimizer_state,
+)
+from gateloop.training.rng_state import restore_rng, rng_state
+from gateloop.training.sharded_checkpoint import (
+    ShardedCheckpointError,
+    is_sharded_checkpoint,
+    load_shards,
+    save_shards,
 )
 
 TRAINER_STATE = "trainer_state.pt"
@@ -60,6 +70,11 @@ def check_model_dir(directory: Path) -> None:
     from safetensors import safe_open
 
     config, weights = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not weights.is_file() and is_sharded_checkpoint(directory):
+        raise CorruptCheckpointError(
+            f"{directory} is a sharded checkpoint (no {WEIGHTS_NAME}): `gateloop convert consolidate "
+            f"--checkpoint {directory} --out DIR` writes its model as one directory"
+        )
     for path in (config, weights):
         if not path.is_file():
             raise CorruptCheckpointError(f"{path} is missing")
@@ -140,27 +155,44 @@ def save_checkpoint(
     temporary name, fsynced and renamed (``files.publish_dir``): a checkpoint that looks complete
     is complete. ``weights`` / ``optimizer_state``: a sharded run's, gathered (default: the
     model's and the optimizer's own)."""
-    root = Path(run_dir) / "checkpoints"
-    final = root / f"step_{step:08d}"
-    tmp = root / f"{TMP_PREFIX}step_{step:08d}"
+    tmp, final = checkpoint_paths(run_dir, step)
     if tmp.exists():
         shutil.rmtree(tmp)
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": _cuda_rng_states(),
-        "python_rng": random.getstate(),
-        **(extra or {}),
-    }
+    state = trainer_state(
+        step, optimizer.state_dict() if optimizer_state is None else optimizer_state, scheduler, extra
+    )
     with _written_or_removed(tmp, final):
         save_model(model, tmp, weights)
         torch.save(state, tmp / TRAINER_STATE)
+    publish_checkpoint(run_dir, tmp, final, keep)
+    return final
+
+
+def checkpoint_paths(run_dir: str | Path, step: int) -> tuple[Path, Path]:
+    """(the temporary directory a checkpoint is written in, its published name)."""
+    root = Path(run_dir) / "checkpoints"
+    return root / f"{TMP_PREFIX}step_{step:08d}", root / f"step_{step:08d}"
+
+
+def trainer_state(
+    step: int,
+    optimizer_state: dict[str, Any] | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What ``trainer_state.pt`` holds: the step, the optimizer (None: it is in the shards), the
+    scheduler, this process's RNG and the trainer's ``extra`` (plain values)."""
+    optimizer = {} if optimizer_state is None else {"optimizer": optimizer_state}
+    return {"step": step, **optimizer, "scheduler": scheduler.state_dict(), **rng_state(), **(extra or {})}
+
+
+def publish_checkpoint(run_dir: str | Path, tmp: Path, final: Path, keep: int) -> None:
+    """Publish the written ``tmp`` as ``final`` (fsynced, one rename) and prune all but the newest
+    ``keep`` checkpoints."""
+    with _written_or_removed(tmp, final):
         publish_dir(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
         remove_dir(old)
-    return final
 
 
 def trained_steps(run_dir: str | Path, model_dir: str | Path) -> int:
@@ -207,66 +239,54 @@ def load_checkpoint(
     model: CausalModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG in place; returns the trainer state dict.
+
+    A sharded checkpoint (``sharded_checkpoint``) is read by every rank (a collective), ``rank``
+    restoring its own RNG; a full one by each rank alone.
 
     Unreadable files raise ``CorruptCheckpointError`` naming them; a checkpoint of another model
     config raises ``ValueError`` naming the fields.
     """
     directory = Path(directory)
-    check_model_dir(directory)
-    load_full_state_dict(model, checked_weights(model, directory))  # refuses another model config
+    sharded = is_sharded_checkpoint(directory)
+    if not sharded:
+        check_model_dir(directory)
+        load_full_state_dict(model, checked_weights(model, directory))  # refuses another model config
     path = directory / TRAINER_STATE
     try:
         # weights_only: the trainer state holds tensors and plain Python values only
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
         raise CorruptCheckpointError(f"{path} is corrupt or truncated ({type(e).__name__})") from e
-    load_optimizer_state(model, optimizer, state["optimizer"])
+    restore_rng(state)  # rank 0's; a sharded checkpoint then restores each rank's own
+    if sharded:
+        try:
+            load_shards(directory, model, optimizer, rank)
+        except ShardedCheckpointError as e:
+            raise CorruptCheckpointError(str(e)) from e
+    else:
+        load_optimizer_state(model, optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(_as_tuple(state["python_rng"]))
-    _restore_cuda_rng(state.get("cuda_rng"))
     return state
 
 
-def _cuda_rng_states() -> list[torch.Tensor] | None:
-    """Every visible GPU's generator state, so a resumed GPU run draws what it would have drawn
-    (dropout, sampling); None on machines without CUDA."""
-    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-
-
-def _restore_cuda_rng(states: list[torch.Tensor] | None) -> None:
-    if states is None:
-        return
-    if not torch.cuda.is_available():
-        # a GPU run continued on the CPU: nothing to restore, its CPU generator is restored above
-        return
-    if len(states) != torch.cuda.device_count():
-        raise ValueError(
-            f"the checkpoint holds CUDA RNG states of {len(states)} GPUs, this machine has "
-            f"{torch.cuda.device_count()}: resume on the same number of visible GPUs"
-        )
-    torch.cuda.set_rng_state_all(states)
-
-
-def _as_tuple(value: Any) -> Any:
-    """random.setstate wants tuples; serialisation may turn them into lists."""
-    if isinstance(value, list):
-        return tuple(_as_tuple(v) for v in value)
-    return value
-
-
 class Checkpointer:
-    """The checkpointing component of the trainer: every ``every`` steps and at the last one,
-    rank 0 writes a checkpoint; every rank waits for it (no rank runs ahead of a checkpoint it
-    might have to resume from)."""
+    """The checkpointing component of the trainer: every ``every`` steps and at the last one, a
+    checkpoint; every rank waits for it (no rank runs ahead of a checkpoint it might have to
+    resume from). ``format``: "full" (rank 0 writes one model.safetensors, a sharded model
+    gathered first), "sharded" (every rank writes its shards: ``sharded_checkpoint``), "auto"
+    (sharded when the model is)."""
 
-    def __init__(self, run_dir: str | Path, *, every: int, keep: int, runtime: Runtime) -> None:
+    def __init__(
+        self, run_dir: str | Path, *, every: int, keep: int, runtime: Runtime, format: str = "auto"
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.every = every
         self.keep = keep
         self.runtime = runtime
+        self.format = format
         self.restored: dict[str, Any] = {}  # the trainer state ``restore`` loaded ({} before)
 
     def should_save(self, step: int, max_steps: int) -> bool:
@@ -280,8 +300,11 @@ class Checkpointer:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        """Rank 0 writes; a sharded model's weights and optimizer state are gathered first, on
-        every rank (collectives)."""
+        """Full: rank 0 writes; a sharded model's weights and optimizer state are gathered first,
+        on every rank (collectives). Sharded: every rank writes its shards, rank 0 the rest."""
+        if self.format == "sharded" or (self.format == "auto" and is_sharded(model)):
+            self._save_sharded(step, model, optimizer, scheduler, extra)
+            return
         sharded = is_sharded(model)
         weights = full_state_dict(model) if sharded else None
         optim = optimizer_state(model, optimizer) if sharded else None
@@ -299,6 +322,32 @@ class Checkpointer:
             )
         barrier(self.runtime)
 
+    def _save_sharded(
+        self,
+        step: int,
+        model: CausalModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        extra: dict[str, Any] | None,
+    ) -> None:
+        tmp, final = checkpoint_paths(self.run_dir, step)
+        if self.runtime.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        barrier(self.runtime)
+        # every rank: a full disk or a failed write on any rank raises on every rank (DCP gathers
+        # the ranks' write errors), so none waits at a barrier the others never reach
+        with _written_or_removed(tmp, final):
+            save_shards(tmp, model, optimizer, self.runtime.rank)
+        barrier(self.runtime)
+        if self.runtime.is_main:
+            with _written_or_removed(tmp, final):
+                model.config.save(tmp / CONFIG_NAME)
+                torch.save(trainer_state(step, None, scheduler, extra), tmp / TRAINER_STATE)
+            publish_checkpoint(self.run_dir, tmp, final, self.keep)
+        barrier(self.runtime)
+
     def restore(
         self,
         model: CausalModel,
@@ -311,7 +360,9 @@ class Checkpointer:
         problems = []
         for directory in reversed(found):
             try:
-                state = load_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler)
+                state = load_checkpoint(
+                    directory, model=model, optimizer=optimizer, scheduler=scheduler, rank=self.runtime.rank
+                )
             except CorruptCheckpointError as e:
                 warnings.warn(f"{e}; trying the checkpoint before it", RuntimeWarning, stacklevel=2)
                 problems.append(str(e))

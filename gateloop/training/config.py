@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gateloop._validation import check_choice, check_positive_int
 from gateloop.config_utils import check_field_types, dataclass_from_dict, to_dict
@@ -14,6 +14,9 @@ from gateloop.training.trackers import parse_trackers
 
 AUTOCAST = ("none", "bf16")
 PARALLEL = ("ddp", "fsdp")
+# "auto": sharded when the model is (FSDP over several ranks), full otherwise
+CheckpointFormat = Literal["auto", "full", "sharded"]
+CHECKPOINT_FORMATS: tuple[str, ...] = get_args(CheckpointFormat)
 
 
 @dataclass
@@ -49,9 +52,12 @@ class TrainConfig:
     # recompute each block's activations in the backward: less memory, ~one more forward of compute
     activation_checkpointing: bool = False
     # data parallelism over torchrun's processes: "ddp" (whole model per rank) or "fsdp" (FSDP2:
-    # parameters, gradients and optimizer state sharded per block; full-state checkpoints)
+    # parameters, gradients and optimizer state sharded per block)
     parallel: str = "ddp"
     cpu_offload: bool = False  # FSDP: keep the shards and the optimizer step on the CPU
+    # checkpoints: "full" (one model.safetensors, gathered), "sharded" (torch.distributed.checkpoint:
+    # each rank writes its own shards; FSDP only), "auto" (sharded under FSDP over several ranks)
+    checkpoint_format: CheckpointFormat = "auto"
     # ranks that split each sequence between them (exact state passing, ops/context_parallel.py);
     # data parallelism runs over the groups they form
     context_parallel: int = 1
@@ -90,6 +96,12 @@ class TrainConfig:
         check_choice("parallel", self.parallel, PARALLEL)
         if self.cpu_offload and self.parallel != "fsdp":
             raise ValueError(f"cpu_offload needs parallel 'fsdp', got parallel {self.parallel!r}")
+        check_choice("checkpoint_format", self.checkpoint_format, CHECKPOINT_FORMATS)
+        if self.checkpoint_format == "sharded" and self.parallel != "fsdp":
+            raise ValueError(
+                f"checkpoint_format 'sharded' needs parallel 'fsdp' (a DDP rank holds the whole model), "
+                f"got parallel {self.parallel!r}"
+            )
         parse_trackers(self.log_to)
 
     def resolve(self, steps_per_epoch: float) -> Schedule:

@@ -8,9 +8,10 @@ precision is bf16 parameters with float32 gradient reduction on CUDA when the ru
 (``--train.autocast bf16``), float32 otherwise (on the CPU always). Under FSDP every collective
 below (gathering a full state dict, loading one) must be called by every rank.
 
-Checkpoints of an FSDP run hold the full (unsharded) model and optimizer state, gathered on
-every rank and written by rank 0, so ``final/``, evaluation, sampling and HF conversion read
-them as they read a DDP run's, and a run resumes on any number of ranks.
+Checkpoints of an FSDP run are sharded by default (``sharded_checkpoint``: each rank writes its
+own slices with ``torch.distributed.checkpoint``); with ``checkpoint_format="full"`` they hold
+the full model and optimizer state, gathered here on every rank and written by rank 0. ``final/``
+is always the full model, so evaluation, sampling and HF conversion read it as a DDP run's.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ RESUMABLE_CHANGES = {
     "train.keep_checkpoints",
     "train.log_to",
     "train.activation_checkpointing",  # recomputation gives the same gradients
+    "train.checkpoint_format",  # each checkpoint says which it is; either restores the same state
     "resolved.eval_every",
 }
 # fields added after runs were written, with the value an older config.json means by leaving
@@ -40,6 +41,7 @@ ADDED_FIELDS = {
     "train.parallel": "ddp",
     "train.cpu_offload": False,
     "train.context_parallel": 1,
+    "train.checkpoint_format": "auto",
     "resolved.sharded": False,
 }
 # fields whose change is allowed with a warning: results move in the last digits only

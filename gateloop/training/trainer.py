@@ -134,7 +134,11 @@ class Trainer:
         )
         self.evaluator = Evaluator(evaluate, schedule.eval_every) if evaluate is not None else None
         self.checkpointer = Checkpointer(
-            self.run_dir, every=config.checkpoint_every, keep=config.keep_checkpoints, runtime=self.runtime
+            self.run_dir,
+            every=config.checkpoint_every,
+            keep=config.keep_checkpoints,
+            runtime=self.runtime,
+            format=config.checkpoint_format,
         )
         self.step = 0
         self.grad_norms = GradNormWindow(config.grad_clip)
