@@ -160,3 +160,27 @@ def test_fsdp_in_one_process_is_the_plain_model(tmp_path, byte_data) -> None:
     wa, wb = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("ddp", "fsdp"))
     assert all(torch.equal(wa[name], wb[name]) for name in wa)
     assert json.loads((tmp_path / "fsdp" / "config.json").read_text())["resolved"]["sharded"] is False
+
+
+@pytest.mark.slow
+def test_the_multi_node_command_runs_on_one_node(tmp_path, byte_data) -> None:
+    """docs/scaling.md's multi-node launch (a c10d rendezvous instead of --standalone) on one node
+    of 2 ranks, FSDP with context parallelism 2 composed: it trains, and checkpoints sharded."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "gateloop-test",
+        "-m", "gateloop", "train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress",
+        "--train.max-steps", "2", "--train.checkpoint-every", "2", "--train.batch-size", "2",
+        "--train.parallel", "fsdp", "--train.context-parallel", "2", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert resolved["world_size"] == 2 and resolved["sharded"]
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "sharded" / ".metadata").is_file()
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
