@@ -15,7 +15,7 @@ from gateloop.cli import main
 from gateloop.data.prepare import prepare
 from gateloop.experiments import language_model as lm
 from gateloop.experiments import memory_horizon as mh
-from gateloop.experiments.ablations import TASKS, ablation_runs, parse_variants, run_grid
+from gateloop.experiments.grid import TASKS, ablation_runs, parse_variants, run_grid
 from gateloop.experiments.parameter_matching import non_embedding_parameters, total_parameters
 from gateloop.experiments.variants import VARIANTS, variant_model
 from gateloop.layers import GateLoop

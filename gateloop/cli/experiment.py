@@ -43,7 +43,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _ablations_parser(experiment: Any, common: argparse.ArgumentParser) -> None:
-    from gateloop.experiments.ablations import TASKS, ConfigFields
+    from gateloop.experiments.grid import TASKS, ConfigFields
     from gateloop.experiments.variants import VARIANTS
 
     parser = experiment.add_parser(
@@ -113,7 +113,7 @@ def experiment_lm(args: argparse.Namespace, runtime: Runtime | None) -> int:
 
 
 def experiment_ablations(args: argparse.Namespace, runtime: Runtime | None) -> int:
-    from gateloop.experiments.ablations import get_task, parse_seeds, parse_variants, run_grid
+    from gateloop.experiments.grid import get_task, parse_seeds, parse_variants, run_grid
 
     task = get_task(args.task)
     name = choose_preset(args.preset, dict(task.presets), "cpu")

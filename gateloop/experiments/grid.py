@@ -1,5 +1,5 @@
 """The seeded ablation grid: every (variant, seed) of a task trained with the same budget into its
-own run directory, ``OUT/<variant>/seed<k>/``, then one report (``ablations_report``).
+own run directory, ``OUT/<variant>/seed<k>/``, then one report (``grid_report``).
 
 The budget (steps, batch, learning-rate schedule) is the task preset's with the user's overrides,
 the same for every variant; variants change the model only (``variants``), with parameter
@@ -23,7 +23,7 @@ from typing import Any
 
 from gateloop.experiments import language_model as lm
 from gateloop.experiments import memory_horizon as mh
-from gateloop.experiments.ablation_run_dir import (
+from gateloop.experiments.grid_run_dir import (
     check_same_config,
     finished_record,
     is_finished,
@@ -143,7 +143,7 @@ def run_grid(
 
     With ``report_only`` nothing trains: the report covers the finished runs and names the rest.
     """
-    from gateloop.experiments.ablations_report import write_report
+    from gateloop.experiments.grid_report import write_report
 
     task = get_task(task_name)
     runtime = runtime or current_runtime()
