@@ -111,6 +111,43 @@ def layer_worst(mode: str, lengths: list[int]) -> float:
     return float(everywhere)
 
 
+def documents_worst(mode: str, lengths: list[int], packed: bool) -> float:
+    """The layer with documents across slices: ``document_ids`` (the whole sequence's ids,
+    sliced; documents starting exactly at a slice boundary and inside a slice) or, packed (B = 1),
+    the whole sequence's ``cu_seqlens``; y, dL/dx and the summed parameter gradients against
+    the layer on the whole sequence with the same documents."""
+    rank, total = dist.get_rank(), sum(lengths)
+    bounds = sorted({sum(lengths[:1]), total // 2, total - 1} - {0, total})  # a slice start, inside, the end
+    torch.manual_seed(5)
+    layer = GateLoop(8, n_head=2, mode=mode, chunk_size=4 if mode == "chunk" else None, dtype=torch.float64)
+    B = 1 if packed else 2
+    x = torch.randn(B, total, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    w = torch.randn(B, total, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    ids = torch.bucketize(torch.arange(total), torch.tensor(bounds), right=True).expand(B, total)
+    cu = torch.tensor([0, *bounds, total])
+    begin = sum(lengths[:rank])
+    end = begin + lengths[rank]
+    whole = {"cu_seqlens": cu} if packed else {"document_ids": ids}
+    mine = {"cu_seqlens": cu} if packed else {"document_ids": ids[:, begin:end]}
+    full_x = x.clone().requires_grad_()
+    (layer(full_x, **whole) * w).sum().backward()
+    full_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    part = x[:, begin:end].clone().requires_grad_()
+    y = layer(part, context_parallel=dist.group.WORLD, **mine)
+    (y * w[:, begin:end]).sum().backward()
+    worst = (part.grad - full_x.grad[:, begin:end]).abs().max().item()
+    with torch.no_grad():
+        worst = max(worst, (y - layer(full_x, **whole)[:, begin:end]).abs().max().item())
+    for p, want in zip(layer.parameters(), full_grads, strict=True):
+        shared = p.grad.clone()
+        dist.all_reduce(shared)
+        worst = max(worst, (shared - want).abs().max().item())
+    everywhere = torch.tensor([worst], dtype=torch.float64)
+    dist.all_reduce(everywhere, op=dist.ReduceOp.MAX)
+    return float(everywhere)
+
+
 def nonfinite_stays_in_later_slices(mode: str, lengths: list[int]) -> bool:
     """A NaN key on the last rank leaves every earlier rank's output (and state) finite."""
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -148,6 +185,13 @@ def main() -> int:
             failures.append(f"{mode} layer: worst difference {worst:.3g} > {TOLERANCE}")
         elif dist.get_rank() == 0:
             print(f"{mode} layer: worst difference {worst:.3g}")
+        for packed in (False, True):
+            worst = documents_worst(mode, lengths, packed)
+            label = f"{mode} layer with {'cu_seqlens' if packed else 'document_ids'}"
+            if not worst <= TOLERANCE:
+                failures.append(f"{label}: worst difference {worst:.3g} > {TOLERANCE}")
+            elif dist.get_rank() == 0:
+                print(f"{label}: worst difference {worst:.3g}")
         if not nonfinite_stays_in_later_slices(mode, lengths):
             failures.append(f"{mode}: a NaN on the last rank reached an earlier rank's output")
     dist.destroy_process_group()

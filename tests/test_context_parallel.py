@@ -28,8 +28,8 @@ def test_context_parallel_equals_one_process(lengths: str) -> None:
         [*cmd, str(WORKER), "--lengths", lengths], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    # 3 modes x (3 transition kinds + the layer)
-    assert done.stdout.count("worst difference") == 12, done.stdout
+    # 3 modes x (3 transition kinds + the layer + the layer with document_ids and with cu_seqlens)
+    assert done.stdout.count("worst difference") == 18, done.stdout
 
 
 def _inputs() -> dict[str, torch.Tensor]:
@@ -70,11 +70,18 @@ LOSS_RTOL, WEIGHT_ATOL = 1e-6, 5e-5
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_training_with_context_parallel_equals_one_process(tmp_path, byte_data, parallel: str) -> None:
+@pytest.mark.parametrize(
+    ("parallel", "resets"),
+    [("ddp", False), ("fsdp", False), ("ddp", True)],
+    ids=["ddp", "fsdp", "ddp-resets"],
+)
+def test_training_with_context_parallel_equals_one_process(
+    tmp_path, byte_data, parallel: str, resets: bool
+) -> None:
     """2 ranks that split every sequence of the same 4 rows (--train.context-parallel 2) train as
-    one process, under DDP and with the parameters sharded over the same two ranks (FSDP):
-    losses per step and final weights equal to float32 rounding."""
+    one process, under DDP and with the parameters sharded over the same two ranks (FSDP), and
+    with the state restarting at every document (--data.reset-at-documents: documents cross
+    the slice boundary): losses per step and final weights equal to float32 rounding."""
     import json
 
     from safetensors.torch import load_file
@@ -82,6 +89,8 @@ def test_training_with_context_parallel_equals_one_process(tmp_path, byte_data, 
     from gateloop.cli import main
 
     common = ["train", "lm", "--data", str(byte_data), *LM_FLAGS]
+    if resets:
+        common += ["--data.reset-at-documents", "true"]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
     cp = [*cmd, "gateloop", *common, "--train.context-parallel", "2", "--train.parallel", parallel]

@@ -95,6 +95,24 @@ def test_batches_are_a_function_of_step_and_split_by_rank(byte_data) -> None:
     assert whole(0, 0).shape == (4, 33)
 
 
+def test_document_ids_of_a_split_sequence_are_the_windows(byte_data) -> None:
+    """Under context parallelism with document resets each rank's batch carries the whole window's
+    document ids, sliced: numbered alike across the slices (a document that starts at the slice
+    boundary shows as a changed id there), so the layer can restart the state exactly."""
+    tokens = np.random.default_rng(0).integers(0, 4, 5000).astype(np.uint16)  # eot (0) every ~4 tokens
+    run = toy(byte_data)
+    cpu = torch.device("cpu")
+    tokens_whole, ids_whole = lm.make_batch_fn(run, tokens, Runtime(cpu), eot_id=0)(3, 0)
+    slices = [
+        lm.make_batch_fn(run, tokens, Runtime(cpu, rank=r, world_size=2, cp_size=2), eot_id=0)(3, 0)
+        for r in (0, 1)
+    ]
+    assert torch.equal(ids_whole, lm.document_ids(tokens_whole[:, :-1], 0))
+    assert torch.equal(torch.cat([ids for _, ids in slices], dim=1), ids_whole)
+    assert torch.equal(slices[1][0], tokens_whole[:, 16:])  # inputs 16..31 and their targets
+    assert (ids_whole[:, 16] != ids_whole[:, 15]).any()  # some row starts a document at the boundary
+
+
 def test_document_ids() -> None:
     ids = lm.document_ids(torch.tensor([[5, 6, 0, 7, 0, 0, 8]]), eot_id=0)
     assert ids.tolist() == [[0, 0, 0, 1, 1, 2, 3]]

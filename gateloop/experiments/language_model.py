@@ -195,26 +195,35 @@ def build_run(
 # ---------------------------------------------------------------------------- batches and loss
 
 
-def make_batch_fn(run: LMRun, tokens: np.ndarray, runtime: Runtime):
+def make_batch_fn(run: LMRun, tokens: np.ndarray, runtime: Runtime, eot_id: int | None = None):
     """Batches as a pure function of (seed, step, micro): every process draws the same global batch
     of ``batch_size * dp_size`` windows and keeps its own rows (under context parallelism, its
-    slice of their positions: inputs s..e-1 and their targets, tokens s..e)."""
+    slice of their positions: inputs s..e-1 and their targets, tokens s..e).
+
+    With ``eot_id`` (documents restart the state) a batch is (tokens, document ids of the inputs):
+    the ids are the whole window's, sliced, so that every rank of a sequence numbers its documents
+    alike and a document starting exactly at a slice boundary restarts the state there."""
     b, parts = run.train.batch_size, runtime.dp_size
     positions = sequence_slice(run.data.seq_len, runtime)
 
-    def next_batch(step: int, micro: int) -> Tensor:
+    def next_batch(step: int, micro: int) -> Tensor | tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(((run.train.seed * 1_000_003 + step) * 101 + micro) % 2**63)
         rows = window_batch(tokens, seq_len=run.data.seq_len, rows=b * parts, generator=g)
-        mine = rows[runtime.dp_rank * b : (runtime.dp_rank + 1) * b, positions.start : positions.stop + 1]
-        return mine.to(runtime.device)
+        mine = rows[runtime.dp_rank * b : (runtime.dp_rank + 1) * b]  # (b, seq_len + 1)
+        sliced = mine[:, positions.start : positions.stop + 1].to(runtime.device)
+        if eot_id is None:
+            return sliced
+        ids = document_ids(mine[:, :-1], eot_id)[:, positions]  # (b, L_r): the window's inputs' ids
+        return sliced, ids.to(runtime.device)
 
     return next_batch
 
 
-def make_loss_fn(eot_id: int, reset_at_documents: bool):
-    def loss_fn(model: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, float]]:
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        kwargs = {"document_ids": document_ids(inputs, eot_id)} if reset_at_documents else {}
+def make_loss_fn():
+    def loss_fn(model: nn.Module, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        tokens, ids = batch if isinstance(batch, tuple) else (batch, None)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        kwargs = {} if ids is None else {"document_ids": ids}
         logits = model(inputs, **kwargs)  # (B, L, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), {}
 
@@ -237,12 +246,11 @@ def train(
     checked once."""
     run.validate()
     runtime = with_context_parallel(runtime or current_runtime(), run.train.context_parallel)
-    if runtime.cp_size > 1 and run.data.reset_at_documents:
-        raise ValueError("--train.context-parallel does not take --data.reset-at-documents yet")
     if dataset is None:
         dataset = TokenDataset(run.data.path)
     model_config, schedule = run.resolve(dataset, runtime.dp_size)
     eot_id = dataset.eot_id
+    resets = run.data.reset_at_documents and run.model_name != "transformer"  # softmax has no state
     torch.manual_seed(run.train.seed)
     model = build_model(model_config).to(runtime.device)
 
@@ -257,8 +265,8 @@ def train(
         run.train,
         schedule,
         run_dir,
-        next_batch=make_batch_fn(run, dataset["train"], runtime),
-        loss_fn=make_loss_fn(eot_id, run.data.reset_at_documents and run.model_name != "transformer"),
+        next_batch=make_batch_fn(run, dataset["train"], runtime, eot_id if resets else None),
+        loss_fn=make_loss_fn(),
         evaluate=evaluate,
         tokens_per_batch=run.train.batch_size * run.data.seq_len,
         run_config={

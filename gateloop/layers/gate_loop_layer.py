@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import check_rows, check_tensor
+from gateloop._validation import INTEGER_DTYPES, check_rows, check_tensor
 from gateloop.layers.gate_loop_options import TRANSITION_PRESETS, GateLoopOptions
-from gateloop.layers.masks import apply_masks, document_starts
+from gateloop.layers.masks import apply_masks, document_starts, packed_slice_documents
 from gateloop.layers.transitions import (
     initial_transitions,
     inverse_magnitude,
@@ -20,7 +20,7 @@ from gateloop.layers.transitions import (
     phase,
 )
 from gateloop.ops import gate_loop, gate_loop_step
-from gateloop.ops.context_parallel import gate_loop_context_parallel
+from gateloop.ops.context_parallel import gate_loop_context_parallel, slice_document_starts
 from gateloop.ops.step_real import gate_loop_step_real
 
 # Attribute set on every parameter that controls the state transitions, so that optimizers can
@@ -262,8 +262,9 @@ class GateLoop(nn.Module):
         state is one per sequence. Handed to the op, whose kernels take it natively.
         context_parallel: a process group whose ranks hold consecutive slices of the sequence, x
         being this rank's (``ops.context_parallel``; ``state``: before the whole sequence, the
-        returned state: after this slice). Padding works across slices; document_ids and
-        cu_seqlens do not yet.
+        returned state: after this slice). Padding and documents work across slices: then
+        ``document_ids`` are numbered alike on every rank (the whole sequence's, sliced), and
+        ``cu_seqlens`` are the whole packed sequence's offsets (B = 1; no per-sequence states).
         """
         self._check_x(x, 3)
         B, L, _ = x.shape
@@ -271,8 +272,6 @@ class GateLoop(nn.Module):
             raise ValueError(
                 "cu_seqlens marks the sequences already: pass it without document_ids/attention_mask"
             )
-        if context_parallel is not None and (cu_seqlens is not None or document_ids is not None):
-            raise ValueError("context_parallel does not take cu_seqlens or document_ids yet")
         if state is not None:
             check_tensor("state", state)
         mask = (
@@ -280,7 +279,17 @@ class GateLoop(nn.Module):
             if attention_mask is None
             else check_rows("attention_mask", attention_mask, (B, L), (torch.bool,))
         )
-        starts = None if document_ids is None else document_starts(document_ids, (B, L))
+        if context_parallel is not None and cu_seqlens is not None:
+            document_ids, cu_seqlens = packed_slice_documents(
+                cu_seqlens, x, state, return_state, context_parallel
+            )
+        if document_ids is None:
+            starts = None
+        elif context_parallel is not None:
+            check_rows("document_ids", document_ids, (B, L), INTEGER_DTYPES)
+            starts = slice_document_starts(document_ids, context_parallel)
+        else:
+            starts = document_starts(document_ids, (B, L))
         one_token = L == 1 and mask is None and cu_seqlens is None and context_parallel is None
         if one_token:  # one token: a start at 0 changes nothing
             y, new_state = self.step(x[:, 0], state)

@@ -113,7 +113,9 @@ def gate_loop_context_parallel(
     Every rank of ``group`` must call it, and backpropagate through its ``y`` (one collective
     each way). The gradient each rank gets for ``initial_state`` is its slice's share: their sum
     over the ranks (an all-reduce, as data parallelism does for parameters) is the whole
-    sequence's. Packed sequences (``cu_seqlens``) are not supported across slices yet.
+    sequence's. Packed documents cross slices through ``log_a``: a document start is a = 0
+    (log_a = -inf) at its first position, including a slice's first (``slice_document_starts``,
+    which the GateLoop layer applies for ``document_ids`` or ``cu_seqlens``).
     """
     check_choice("mode", mode, CP_MODES)
     if not dist.is_available() or not dist.is_initialized():
@@ -139,3 +141,40 @@ def gate_loop_context_parallel(
     y = _Tie.apply(y + (1.0 if scale is None else scale) * readout.to(y.dtype), gathered)
     final = As[rank][..., None] * h + fs[rank] if output_final_state else None
     return y, final
+
+
+def slice_document_starts(document_ids: Tensor, group: Any = None) -> Tensor:
+    """Where the state restarts in this rank's slice of a sequence split across ``group``: bool
+    [B, L_r], True wherever the document id changes, the slice's first position included when it
+    is not the previous rank's last position's document (a document that starts exactly at a
+    slice boundary). ``document_ids`` int [B, L_r] must be numbered alike on every rank (the
+    whole sequence's ids, sliced). One all-gather of each rank's first and last ids (2·B
+    integers); no gradient."""
+    starts = torch.zeros_like(document_ids, dtype=torch.bool)  # (B, L_r)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    edges = torch.stack([document_ids[:, 0], document_ids[:, -1]], dim=1).contiguous()  # (B, 2)
+    parts = [torch.empty_like(edges) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, edges, group=group)
+    rank = dist.get_rank(group)
+    if rank > 0:
+        starts[:, 0] = parts[rank - 1][:, 1] != document_ids[:, 0]
+    return starts
+
+
+def slice_document_ids(cu_seqlens: Tensor, length: int, group: Any = None) -> Tensor:
+    """Document ids [1, L_r] of this rank's slice of one packed sequence (batch of one) whose
+    documents start at the whole sequence's offsets ``cu_seqlens`` (FlashAttention's convention:
+    0, ..., total; the same tensor on every rank). One all-gather of the slice lengths."""
+    lengths = torch.tensor([length], dtype=torch.long, device=cu_seqlens.device)
+    parts = [torch.empty_like(lengths) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, lengths, group=group)
+    offsets = torch.cat(parts).cumsum(0)  # (P,): where each slice ends
+    rank = dist.get_rank(group)
+    begin = int(offsets[rank - 1]) if rank > 0 else 0
+    if int(offsets[-1]) != int(cu_seqlens[-1]):
+        raise ValueError(
+            f"cu_seqlens must cover the whole sequence the ranks hold ({int(offsets[-1])} positions), "
+            f"got cu_seqlens[-1] = {int(cu_seqlens[-1])}"
+        )
+    positions = torch.arange(begin, begin + length, device=cu_seqlens.device)  # (L_r,)
+    return torch.bucketize(positions, cu_seqlens[1:-1].to(positions.dtype), right=True)[None]  # (1, L_r)
