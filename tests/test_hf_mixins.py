@@ -116,3 +116,46 @@ def test_torch_export_takes_and_returns_the_cache() -> None:
     torch.testing.assert_close(logits, eager.logits, rtol=0, atol=1e-6)
     assert isinstance(cache, GateLoopCache) and cache.num_tokens == 6
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(cache.states, eager.cache.states, strict=True))
+
+
+def test_blocks_are_transformers_gradient_checkpointing_layers() -> None:
+    """transformers' own checkpointing hook is what drives our blocks (as MambaBlock): every
+    block of both classes is a GradientCheckpointingLayer (was: none, so transformers' common
+    tests and tools that look for one found nothing); enabling checkpointing calls its
+    ``_gradient_checkpointing_func`` once per block per step, gradients unchanged; our own
+    trainer's checkpointing still works on the same blocks; names and weights are as before."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from gateloop.hf import GateLoopTransformerForCausalLM, GateLoopTransformerHFConfig
+    from gateloop.models import TransformerConfig
+    from gateloop.training.activation_checkpointing import apply_activation_checkpointing
+
+    torch.manual_seed(0)
+    transformer = GateLoopTransformerForCausalLM(
+        GateLoopTransformerHFConfig.from_native(TransformerConfig.tiny())
+    )
+    ids = torch.randint(0, 97, (2, 6))
+    for model in (_model(), GateLoopModel(GateLoopHFConfig.from_native(GateLoopConfig.tiny())), transformer):
+        blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        assert len(blocks) == 2, type(model).__name__
+    model = _model().train()
+    reference = torch.autograd.grad(model(ids, labels=ids).loss, list(model.parameters()))
+    model.gradient_checkpointing_enable()
+    calls = []
+    for block in model.model.blocks:
+        inner = block._gradient_checkpointing_func
+        block._gradient_checkpointing_func = lambda *a, _f=inner, **k: calls.append(1) or _f(*a, **k)
+    grads = torch.autograd.grad(model(ids, labels=ids).loss, list(model.parameters()))
+    assert len(calls) == 2
+    for got, want in zip(grads, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    model.gradient_checkpointing_disable()
+    assert not any(block.gradient_checkpointing for block in model.model.blocks)
+    fresh = _model().train()
+    apply_activation_checkpointing(fresh.model)  # our trainer's path on the same block class
+    grads = torch.autograd.grad(fresh(ids, labels=ids).loss, list(fresh.parameters()))
+    for got, want in zip(grads, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert list(_model().state_dict()) == [
+        "model." + k for k in GateLoopLM(GateLoopConfig.tiny()).state_dict()
+    ]

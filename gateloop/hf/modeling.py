@@ -7,14 +7,13 @@ so ``from_pretrained``, ``generate`` (greedy, sampling, top-k/top-p, beam search
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from gateloop.file_errors import read_json_object
@@ -23,14 +22,21 @@ from gateloop.hf.configuration import GateLoopHFConfig, GateLoopTransformerHFCon
 from gateloop.hf.initialization import initialize_missing
 from gateloop.hf.packing import LOSS_KEYWORDS, check_no_unused, packing_masks
 from gateloop.hf.padding import new_token_mask, pads_repeat_last_real
+from gateloop.models.block import Block
 from gateloop.models.registry import build_model
-from gateloop.training.activation_checkpointing import (
-    apply_activation_checkpointing,
-    remove_activation_checkpointing,
-)
 
 # generate's options that only apply when sampling (do_sample=True)
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
+
+
+class CheckpointingBlock(Block, GradientCheckpointingLayer):
+    """Our ``Block`` as a transformers ``GradientCheckpointingLayer`` (as ``MambaBlock`` is): the HF
+    models re-class their blocks to it, so ``activation_checkpointing_enable`` (every_n_layers,
+    offload, its checkpoint kwargs) drives them the way it drives transformers' own layers. No new
+    parameters or state: names, ``state_dict`` and checkpoints are unchanged; with checkpointing off
+    (the default) the forward is ``Block.forward``. The input ``x`` is positional and the state
+    keywords (``state``, ``return_state``) are bound by the layer, so a block that returns its state
+    recomputes it in the backward without side effects (a GateLoop state is returned, not updated)."""
 
 
 class _Adapter(PreTrainedModel):
@@ -39,13 +45,17 @@ class _Adapter(PreTrainedModel):
     names>`` in both, so either class loads the other's directory without a missing tensor."""
 
     base_model_prefix = "model"
-    supports_gradient_checkpointing = True  # per block, through training/activation_checkpointing.py
+    supports_gradient_checkpointing = True  # per block: each block is a CheckpointingBlock
     _is_stateful = True  # a recurrent state cannot be rolled back (no assisted decoding)
-    _no_split_modules: ClassVar[list[str]] = ["Block"]
+    _no_split_modules: ClassVar[list[str]] = ["CheckpointingBlock"]
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.model = build_model(config.to_native())
+        for block in self.model.blocks:
+            if type(block) is not Block:
+                raise TypeError(f"expected gateloop.models.Block blocks, got {type(block).__name__}")
+            block.__class__ = CheckpointingBlock  # same module, transformers' checkpointing hooks
         if torch.get_default_device().type != "meta":
             # built on a real device, our constructors initialised every weight: transformers'
             # init pass (post_init) must not draw them again. On the meta device (from_pretrained)
@@ -67,21 +77,6 @@ class _Adapter(PreTrainedModel):
                     f"{cls.__name__} directory (expected model_type {cls.config_class.model_type!r})"
                 )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    def _set_gradient_checkpointing(
-        self,
-        enable: bool = True,
-        gradient_checkpointing_func: Callable[..., Any] = checkpoint,
-        every_n_layers: int = 1,
-    ) -> None:
-        """What ``activation_checkpointing_enable`` / ``_disable`` call: our per-block checkpointing,
-        with transformers' checkpoint function (its kwargs, CPU offload) and ``every_n_layers``."""
-        if enable:
-            apply_activation_checkpointing(
-                self.model, checkpoint_fn=gradient_checkpointing_func, every_n_layers=every_n_layers
-            )
-        else:
-            remove_activation_checkpointing(self.model)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The weights a checkpoint lacks get our own initialisation (``initialize_missing``)."""
@@ -166,10 +161,17 @@ class _CausalLMAdapter(_Adapter, GenerationMixin):
         self.model.head = value
 
     def prepare_inputs_for_generation(
-        self, input_ids: Tensor, *, is_first_iteration: bool | None = False, **kwargs: Any
+        self,
+        input_ids: Tensor,
+        *,
+        inputs_embeds: Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         first = is_first_iteration
-        inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=first, **kwargs)
+        inputs = super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=first, **kwargs
+        )
         if kwargs.get("use_cache", True) and not first:
             inputs["attention_mask"] = None  # a generated token is always real: the fast one-token step
         return inputs

@@ -12,6 +12,7 @@ A checkpointed block carries ``gradient_checkpointing = True``: the attribute Hu
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,10 @@ def apply_activation_checkpointing(
     remove_activation_checkpointing(model)
     for index, block in enumerate(model.blocks):
         if index % every_n_layers == 0:
-            block.forward = _checkpointed(type(block).forward.__get__(block), checkpoint_fn)  # type: ignore[method-assign]
+            # the class's plain forward: gateloop.hf's blocks are transformers GradientCheckpointingLayers,
+            # whose class forward is a (functools.wraps) wrapper that checkpoints on its own
+            forward = inspect.unwrap(type(block).forward)
+            block.forward = _checkpointed(forward.__get__(block), checkpoint_fn)  # type: ignore[method-assign]
             block.gradient_checkpointing = True  # type: ignore[assignment]
     return model
 
