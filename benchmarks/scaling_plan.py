@@ -62,19 +62,25 @@ def saved_bytes_per_token(config: GateLoopConfig, path: str, tokens: int = 64) -
     torch.manual_seed(0)
     block = GateLoopLM(small).blocks[0]
     x = torch.randn(1, tokens, config.d_model, requires_grad=True)
-    # a linear layer saves its weight (or a view of it): parameters, counted in the model's state
-    weights = {p.untyped_storage().data_ptr() for p in block.parameters()}
-    saved = 0
+    with _gpu_dispatch(path == "cuda"), _saved_bytes(block) as saved:
+        block(x).sum().backward()
+    return saved[0] / tokens
+
+
+@contextlib.contextmanager
+def _saved_bytes(module: torch.nn.Module) -> Iterator[list[int]]:
+    """[bytes autograd saves for the backward inside the block], parameters excluded: a linear
+    layer saves its weight (or a view of it), counted in the model's state already."""
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved = [0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
         if t.untyped_storage().data_ptr() not in weights:
-            saved += t.numel() * t.element_size()
+            saved[0] += t.numel() * t.element_size()
         return t
 
-    with _gpu_dispatch(path == "cuda"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        block(x).sum().backward()
-    return saved / tokens
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield saved
 
 
 def head_bytes_per_token(config: GateLoopConfig, tokens: int = 16) -> float:
@@ -87,19 +93,10 @@ def head_bytes_per_token(config: GateLoopConfig, tokens: int = 16) -> float:
     model = model.to_empty(device="cpu")
     hidden = torch.randn(1, tokens, config.d_model, requires_grad=True)
     targets = torch.zeros(1, tokens, dtype=torch.long)
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        if t.untyped_storage().data_ptr() not in weights:
-            saved += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with _saved_bytes(model) as saved:
         logits = model.logits(model.final_norm(hidden))  # (1, tokens, V)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
-    return saved / tokens + 4 * config.vocab_size
+    return saved[0] / tokens + 4 * config.vocab_size
 
 
 def gathered_block_bytes(config: GateLoopConfig) -> int:

@@ -5,6 +5,7 @@ they build."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,26 +19,23 @@ if TYPE_CHECKING:  # types only: building the parser imports no experiment
 DERIVED = frozenset({"model.vocab_size", "model.output_vocab_size"})
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (so `--threads 0` is a usage error, not a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
-    return value
+def _int_at_least(minimum: int, kind: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} int, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} int, got {value}")
+        return value
+
+    parse.__name__ = f"{kind.replace('-', '_')}_int"  # argparse names the type in its errors
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {value}")
-    return value
+# argparse types: an int >= 1 (so `--threads 0` is a usage error, not a traceback), an int >= 0
+positive_int = _int_at_least(1, "positive")
+non_negative_int = _int_at_least(0, "non-negative")
 
 
 def common_flags(device: bool) -> argparse.ArgumentParser:
