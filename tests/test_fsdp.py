@@ -165,7 +165,8 @@ def test_fsdp_in_one_process_is_the_plain_model(tmp_path, byte_data) -> None:
 @pytest.mark.slow
 def test_the_multi_node_command_runs_on_one_node(tmp_path, byte_data) -> None:
     """docs/scaling.md's multi-node launch (a c10d rendezvous instead of --standalone) on one node
-    of 2 ranks, FSDP with context parallelism 2 composed: it trains, and checkpoints sharded."""
+    of 2 ranks, FSDP with context parallelism 2 composed, with full (gathered) checkpoints: it
+    trains, the checkpoint is one model.safetensors equal to final/ (gathered on rank 0 only)."""
     import socket
 
     with socket.socket() as s:  # a free port for the rendezvous
@@ -176,11 +177,23 @@ def test_the_multi_node_command_runs_on_one_node(tmp_path, byte_data) -> None:
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "gateloop-test",
         "-m", "gateloop", "train", "lm", "--data", str(byte_data), *FLAGS, "--no-progress",
         "--train.max-steps", "2", "--train.checkpoint-every", "2", "--train.batch-size", "2",
-        "--train.parallel", "fsdp", "--train.context-parallel", "2", "--out", str(tmp_path / "run"),
+        "--train.parallel", "fsdp", "--train.context-parallel", "2", "--train.checkpoint-format", "full",
+        "--out", str(tmp_path / "run"),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
     assert resolved["world_size"] == 2 and resolved["sharded"]
-    assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "sharded" / ".metadata").is_file()
-    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    step2 = tmp_path / "run" / "checkpoints" / "step_00000002"
+    assert not (step2 / "sharded").exists()
+    checkpoint, final = (load_file(str(d / "model.safetensors")) for d in (step2, tmp_path / "run" / "final"))
+    assert checkpoint.keys() == final.keys() and all(torch.equal(checkpoint[k], final[k]) for k in final)
+    # the gathered optimizer state: both moments of every parameter, full shapes
+    optimizer = torch.load(step2 / "trainer_state.pt", weights_only=True)["optimizer"]
+    assert len(optimizer["state"]) == len(final)
+    # killed before final/: the resume loads the full checkpoint into the shards, ends the same
+    shutil.rmtree(tmp_path / "run" / "final")
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    assert all(torch.equal(again[k], final[k]) for k in final)

@@ -140,7 +140,7 @@ def test_blocks_are_transformers_gradient_checkpointing_layers() -> None:
         assert len(blocks) == 2, type(model).__name__
     model = _model().train()
     reference = torch.autograd.grad(model(ids, labels=ids).loss, list(model.parameters()))
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     calls = []
     for block in model.model.blocks:
         inner = block._gradient_checkpointing_func
@@ -149,7 +149,7 @@ def test_blocks_are_transformers_gradient_checkpointing_layers() -> None:
     assert len(calls) == 2
     for got, want in zip(grads, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
     assert not any(block.gradient_checkpointing for block in model.model.blocks)
     fresh = _model().train()
     apply_activation_checkpointing(fresh.model)  # our trainer's path on the same block class

@@ -10,7 +10,7 @@ below (gathering a full state dict, loading one) must be called by every rank.
 
 Checkpoints of an FSDP run are sharded by default (``sharded_checkpoint``: each rank writes its
 own slices with ``torch.distributed.checkpoint``); with ``checkpoint_format="full"`` they hold
-the full model and optimizer state, gathered here on every rank and written by rank 0. ``final/``
+the full model and optimizer state, gathered here into rank 0's host memory and written by it. ``final/``
 is always the full model, so evaluation, sampling and HF conversion read it as a DDP run's.
 """
 
@@ -150,13 +150,14 @@ def local_value(t: Tensor) -> Tensor:
 
 
 def full_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The model's unsharded weights on the CPU (a collective under FSDP: every rank calls it
-    and every rank gets them); the plain state dict otherwise."""
+    """The model's unsharded weights (a collective under FSDP: every rank calls it), gathered
+    into rank 0's host memory only (the other ranks get ``{}``: no rank but the writer ever holds
+    the whole model); the plain state dict otherwise."""
     if not is_sharded(model):
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def load_full_state_dict(model: nn.Module, weights: dict[str, Tensor]) -> None:
@@ -171,12 +172,14 @@ def load_full_state_dict(model: nn.Module, weights: dict[str, Tensor]) -> None:
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer's state to checkpoint: unsharded and keyed by parameter name under FSDP (a
-    collective), ``optimizer.state_dict()`` otherwise."""
+    collective; rank 0 gets it in host memory, the others ``{}``), ``optimizer.state_dict()``
+    otherwise."""
     if not is_sharded(model):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

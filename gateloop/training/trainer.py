@@ -264,7 +264,9 @@ class Trainer:
             if self.evaluator is not None:
                 write_eval(self.run_dir, evaluation, steps=self.step, weights="final", labels=self.labels)
         barrier(self.runtime)
-        model = self.model if weights is None else _unsharded_copy(self.model, weights)
+        # rank 0 holds the gathered weights: a plain model for plots and sampling; the other ranks
+        # return their shards (nothing after training runs on them)
+        model = self.model if not (weights and self.runtime.is_main) else _unsharded_copy(self.model, weights)
         return TrainResult(model, self.step, dict(self.log.last), evaluation)
 
     def _evaluate_and_log(self) -> None:
