@@ -60,11 +60,10 @@ def export_decode_step_onnx(model: GateLoopLM, path: str | Path, *, opset: int |
     example = (torch.zeros(2, dtype=torch.long, device=model.embed.weight.device), zero_real_state(model, 2))
     was_training = model.training
     try:
-        model.eval()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on optional ops (torchvision) and renames
             program = torch.onnx.export(
-                step.eval(),
+                step.eval(),  # the model with it: no dropout in the graph
                 example,
                 dynamo=True,
                 dynamic_shapes=({0: batch}, {1: batch}),

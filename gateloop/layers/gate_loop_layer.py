@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gateloop._validation import INTEGER_DTYPES, check_rows, check_tensor
+from gateloop._validation import check_rows, check_tensor
 from gateloop.layers.gate_loop_options import TRANSITION_PRESETS, GateLoopOptions
 from gateloop.layers.masks import apply_masks, document_starts, packed_slice_documents
 from gateloop.layers.transitions import (
@@ -20,7 +20,7 @@ from gateloop.layers.transitions import (
     phase,
 )
 from gateloop.ops import gate_loop, gate_loop_step
-from gateloop.ops.context_parallel import gate_loop_context_parallel, slice_document_starts
+from gateloop.ops.context_parallel import gate_loop_context_parallel, slice_begins_document
 from gateloop.ops.step_real import gate_loop_step_real
 
 # Attribute set on every parameter that controls the state transitions, so that optimizers can
@@ -280,16 +280,11 @@ class GateLoop(nn.Module):
             else check_rows("attention_mask", attention_mask, (B, L), (torch.bool,))
         )
         if context_parallel is not None and cu_seqlens is not None:
-            document_ids, cu_seqlens = packed_slice_documents(
-                cu_seqlens, x, state, return_state, context_parallel
-            )
-        if document_ids is None:
-            starts = None
-        elif context_parallel is not None:
-            check_rows("document_ids", document_ids, (B, L), INTEGER_DTYPES)
-            starts = slice_document_starts(document_ids, context_parallel)
-        else:
-            starts = document_starts(document_ids, (B, L))
+            document_ids = packed_slice_documents(cu_seqlens, x, state, return_state, context_parallel)
+            cu_seqlens = None  # the slice's documents are document_ids from here on
+        starts = None if document_ids is None else document_starts(document_ids, (B, L))
+        if starts is not None and context_parallel is not None:
+            starts[:, 0] = slice_begins_document(document_ids, context_parallel)  # type: ignore[arg-type]
         one_token = L == 1 and mask is None and cu_seqlens is None and context_parallel is None
         if one_token:  # one token: a start at 0 changes nothing
             y, new_state = self.step(x[:, 0], state)

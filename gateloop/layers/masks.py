@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from gateloop._validation import INTEGER_DTYPES, check_rows, check_tensor
+from gateloop._validation import INTEGER_DTYPES, check_rows
 from gateloop.ops.context_parallel import slice_document_ids
+from gateloop.ops.varlen import check_cu_seqlens
 
 
 def apply_masks(
@@ -44,21 +44,14 @@ def document_starts(document_ids: object, shape: tuple[int, int]) -> Tensor:
 
 
 def packed_slice_documents(
-    cu_seqlens: Tensor, x: Tensor, state: Tensor | None, return_state: bool, group: Any
-) -> tuple[Tensor, None]:
+    cu_seqlens: object, x: Tensor, state: Tensor | None, return_state: bool, group: Any
+) -> Tensor:
     """One packed sequence (B = 1) split across the ranks of ``group``: the whole sequence's
-    ``cu_seqlens`` as this slice's document ids [1, L_r] (and None for cu_seqlens)."""
-    if x.shape[0] != 1 or state is not None or return_state:
+    ``cu_seqlens`` as this slice's document ids [1, L_r]."""
+    if state is not None or return_state:
         raise ValueError(
-            "cu_seqlens with context_parallel takes one packed sequence (B = 1) without per-sequence "
-            f"states; got B = {x.shape[0]}, state {'given' if state is not None else 'None'}, "
-            f"return_state={return_state}"
+            "cu_seqlens with context_parallel takes one packed sequence without per-sequence states; "
+            f"got state {'given' if state is not None else 'None'}, return_state={return_state}"
         )
-    cu = check_tensor("cu_seqlens", cu_seqlens, (torch.int32, torch.int64))
-    offsets = cu.tolist() if cu.ndim == 1 else []
-    if len(offsets) < 2 or offsets[0] != 0 or any(b <= a for a, b in itertools.pairwise(offsets)):
-        raise ValueError(
-            f"cu_seqlens must be a 1-D int tensor of increasing offsets 0 ... the whole sequence's "
-            f"length, got {offsets or tuple(cu.shape)}"
-        )
-    return slice_document_ids(cu.to(x.device), x.shape[1], group), None
+    cu = check_cu_seqlens(cu_seqlens, x, ends_at_l=False)
+    return slice_document_ids(cu, x.shape[1], group)

@@ -114,7 +114,7 @@ def gate_loop_context_parallel(
     each way). The gradient each rank gets for ``initial_state`` is its slice's share: their sum
     over the ranks (an all-reduce, as data parallelism does for parameters) is the whole
     sequence's. Packed documents cross slices through ``log_a``: a document start is a = 0
-    (log_a = -inf) at its first position, including a slice's first (``slice_document_starts``,
+    (log_a = -inf) at its first position, including a slice's first (``slice_begins_document``,
     which the GateLoop layer applies for ``document_ids`` or ``cu_seqlens``).
     """
     check_choice("mode", mode, CP_MODES)
@@ -143,22 +143,20 @@ def gate_loop_context_parallel(
     return y, final
 
 
-def slice_document_starts(document_ids: Tensor, group: Any = None) -> Tensor:
-    """Where the state restarts in this rank's slice of a sequence split across ``group``: bool
-    [B, L_r], True wherever the document id changes, the slice's first position included when it
-    is not the previous rank's last position's document (a document that starts exactly at a
-    slice boundary). ``document_ids`` int [B, L_r] must be numbered alike on every rank (the
-    whole sequence's ids, sliced). One all-gather of each rank's first and last ids (2·B
-    integers); no gradient."""
-    starts = torch.zeros_like(document_ids, dtype=torch.bool)  # (B, L_r)
-    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+def slice_begins_document(document_ids: Tensor, group: Any = None) -> Tensor:
+    """Whether this rank's slice of a sequence split across ``group`` begins a new document, per
+    row: bool [B], True where the slice's first position is not in the previous rank's last
+    position's document (a document that starts exactly at a slice boundary; always False on the
+    first rank). ``document_ids`` int [B, L_r] must be numbered alike on every rank (the whole
+    sequence's ids, sliced); the starts inside the slice are ``layers.masks.document_starts``.
+    One all-gather of each rank's first and last ids (2·B integers); no gradient."""
     edges = torch.stack([document_ids[:, 0], document_ids[:, -1]], dim=1).contiguous()  # (B, 2)
     parts = [torch.empty_like(edges) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, edges, group=group)
     rank = dist.get_rank(group)
-    if rank > 0:
-        starts[:, 0] = parts[rank - 1][:, 1] != document_ids[:, 0]
-    return starts
+    if rank == 0:
+        return torch.zeros_like(document_ids[:, 0], dtype=torch.bool)  # (B,)
+    return parts[rank - 1][:, 1] != document_ids[:, 0]  # (B,)
 
 
 def slice_document_ids(cu_seqlens: Tensor, length: int, group: Any = None) -> Tensor:

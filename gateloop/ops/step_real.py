@@ -9,13 +9,15 @@ inference engines) need the same step on real tensors: with a = |a| e^{iθ} and 
 
 The transition comes as its two real parts (log|a|, θ), what the layer computes before packing
 them into a complex log; |a| = exp(log|a|) keeps a gate of exactly 0 (log|a| = −inf) exactly 0.
-Tested against ``gate_loop_step`` (the complex reference) in tests/test_step_real.py.
+Tested against ``gate_loop_step`` (the complex reference) in tests/test_onnx_export.py.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from gateloop._validation import check_tensor
 
 
 def gate_loop_step_real(
@@ -82,8 +84,7 @@ def _check_inputs(
 
 
 def _check_real(name: str, t: object, ndim: int) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    t = check_tensor(name, t)
     if t.is_complex() or not t.is_floating_point() or t.ndim != ndim:
         got = f"{t.dtype} {tuple(t.shape)}"
         raise ValueError(f"{name} must be a real floating-point tensor of rank {ndim}, got {got}")

@@ -21,8 +21,10 @@ from gateloop.ops._inputs import OpInputs, Transitions, _validate_state
 RunFn = Callable[[OpInputs], tuple[Tensor, Tensor | None]]
 
 
-def check_cu_seqlens(cu_seqlens: object, q: Tensor) -> Tensor:
-    """``cu_seqlens`` for q (B, L, H, dk): int32/int64 [N+1] on q's device, 0 ... L, increasing."""
+def check_cu_seqlens(cu_seqlens: object, q: Tensor, *, ends_at_l: bool = True) -> Tensor:
+    """``cu_seqlens`` for q (B, L, ...): int32/int64 [N+1] on q's device, 0 ... L, increasing.
+    ``ends_at_l=False``: q is one slice of the packed sequence (context parallelism), so the last
+    offset is the whole sequence's length, checked by the caller."""
     t = check_tensor("cu_seqlens", cu_seqlens, (torch.int32, torch.int64))
     B, L = q.shape[:2]
     if t.ndim != 1 or t.numel() < 2:
@@ -40,7 +42,7 @@ def check_cu_seqlens(cu_seqlens: object, q: Tensor) -> Tensor:
         raise ValueError(f"cu_seqlens must start at 0, got {offsets[0]} (cu_seqlens = {offsets})")
     if any(b <= a for a, b in itertools.pairwise(offsets)):
         raise ValueError(f"cu_seqlens must be strictly increasing (no empty sequences), got {offsets}")
-    if offsets[-1] != L:
+    if ends_at_l and offsets[-1] != L:
         raise ValueError(f"cu_seqlens must end at L = {L} (q's sequence length), got {offsets[-1]}")
     return t
 

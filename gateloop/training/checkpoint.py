@@ -300,8 +300,9 @@ class Checkpointer:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        """Full: rank 0 writes; a sharded model's weights and optimizer state are gathered first,
-        on every rank (collectives). Sharded: every rank writes its shards, rank 0 the rest."""
+        """Full: rank 0 writes; a sharded model's weights and optimizer state are gathered into
+        rank 0 first (collectives every rank calls). Sharded: every rank writes its shards, rank 0
+        the rest."""
         if self.format == "sharded" or (self.format == "auto" and is_sharded(model)):
             self._save_sharded(step, model, optimizer, scheduler, extra)
             return

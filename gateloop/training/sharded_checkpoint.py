@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from gateloop.file_errors import read_json_object
-from gateloop.models.base import CausalModel
 from gateloop.models.pretrained import CONFIG_NAME, check_same_config, save_model
 from gateloop.training.files import fsync_path
 from gateloop.training.rng_state import restore_rng, rng_state
@@ -66,12 +65,12 @@ def save_shards(directory: Path, model: nn.Module, optimizer: torch.optim.Optimi
 
 
 def load_shards(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, rank: int
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, rank: int | None
 ) -> None:
     """Every rank (a collective): the model (and optimizer) state from ``directory/sharded``, and
-    this rank's RNG when the checkpoint holds it. ShardedCheckpointError when DCP cannot read it
-    (on every rank alike: DCP gathers the ranks' read errors); ValueError when its model config
-    is not ``model``'s."""
+    ``rank``'s RNG when the checkpoint holds it (None: no RNG restored). ShardedCheckpointError
+    when DCP cannot read it (on every rank alike: DCP gathers the ranks' read errors); ValueError
+    when its model config is not ``model``'s."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -92,8 +91,8 @@ def load_shards(
     set_state_dict(
         model, optimizers, model_state_dict=state["model"], optim_state_dict=state.get("optim", {})
     )
-    rng_path = directory / RNG_DIR / f"rank_{rank:05d}.pt"
-    if rng_path.is_file():
+    rng_path = None if rank is None else directory / RNG_DIR / f"rank_{rank:05d}.pt"
+    if rng_path is not None and rng_path.is_file():
         restore_rng(torch.load(rng_path, map_location="cpu", weights_only=True))
 
 
@@ -118,7 +117,7 @@ def _single_process_quiet() -> Iterator[None]:
 def consolidate(directory: str | Path, out: str | Path) -> Path:
     """A sharded checkpoint's model as one ``save_pretrained`` directory ``out`` (config.json +
     model.safetensors), read in this process alone; returns ``out``."""
-    from gateloop.models.registry import family
+    from gateloop.models.registry import build_model, config_class
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -129,7 +128,6 @@ def consolidate(directory: str | Path, out: str | Path) -> Path:
             "model.safetensors is already one model directory"
         )
     saved = read_json_object(directory / CONFIG_NAME, "a checkpoint's model config")
-    found = family(saved.get("model_type"))
-    model: CausalModel = found.model_class(found.config_class.from_dict(saved))
-    load_shards(directory, model, None, rank=-1)  # rank -1: no RNG to restore here
+    model = build_model(config_class(saved.get("model_type")).from_dict(saved))
+    load_shards(directory, model, None, rank=None)  # a model only: no optimizer, no generators
     return save_model(model, out)

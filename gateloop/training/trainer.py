@@ -264,9 +264,9 @@ class Trainer:
             if self.evaluator is not None:
                 write_eval(self.run_dir, evaluation, steps=self.step, weights="final", labels=self.labels)
         barrier(self.runtime)
-        # rank 0 holds the gathered weights: a plain model for plots and sampling; the other ranks
-        # return their shards (nothing after training runs on them)
-        model = self.model if not (weights and self.runtime.is_main) else _unsharded_copy(self.model, weights)
+        # only rank 0 holds gathered weights ({} elsewhere): a plain model for plots and sampling;
+        # the other ranks return their shards (nothing after training runs on them)
+        model = _unsharded_copy(self.model, weights) if weights else self.model
         return TrainResult(model, self.step, dict(self.log.last), evaluation)
 
     def _evaluate_and_log(self) -> None:
